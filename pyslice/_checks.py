@@ -1,0 +1,106 @@
+"""Validation at the API boundary: each message names the argument, what was expected, what came."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+MAX_SEED = 2**64
+MAX_OFFSET = 2**32
+
+
+def as_float_tensor(
+    name: str,
+    value: object,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A floating tensor from a tensor, array or number; integer or boolean data is a TypeError."""
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        tensor = torch.tensor(float(value), dtype=torch.get_default_dtype())
+    elif isinstance(value, (np.ndarray, numbers.Real, Sequence)) and not isinstance(value, str):
+        tensor = torch.as_tensor(np.asarray(value))
+    else:
+        raise TypeError(f"{name} must be a tensor, array or number, got {type(value).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating dtype (float32 or float64), got {tensor.dtype}"
+        )
+    if tensor.dtype not in (torch.float32, torch.float64):
+        tensor = tensor.to(torch.float32)
+    if dtype is not None or device is not None:
+        tensor = tensor.to(dtype=dtype or tensor.dtype, device=device or tensor.device)
+    return tensor
+
+
+def require_finite(name: str, tensor: torch.Tensor) -> None:
+    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
+
+
+def common_device_dtype(**tensors: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """The device all tensors share (an error naming them if not) and their promoted dtype."""
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"arguments must be on one device, got {listing}")
+    dtype = torch.float32
+    for t in tensors.values():
+        dtype = torch.promote_types(dtype, t.dtype)
+    return next(iter(devices.values())), dtype
+
+
+def broadcast(**tensors: torch.Tensor) -> list[torch.Tensor]:
+    try:
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors.values()))
+    except RuntimeError:
+        listing = ", ".join(f"{name} {tuple(t.shape)}" for name, t in tensors.items())
+        raise ValueError(f"shapes do not broadcast: {listing}") from None
+    return [t.expand(shape) for t in tensors.values()]
+
+
+def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    """An int in [low, high); bools and floats are TypeErrors."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < low or (high is not None and value >= high):
+        bound = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be in {bound}, got {value}")
+    return value
+
+
+def check_float(
+    name: str, value: object, *, low: float | None = None, positive: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def resolve_seed(seed: int | None) -> int:
+    """A Philox key from ``seed``; None draws one from torch's global generator."""
+    if seed is None:
+        return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    return check_int("seed", seed, low=0, high=MAX_SEED)
+
+
+def sample_shape_of(sample_shape: object) -> torch.Size:
+    if isinstance(sample_shape, numbers.Integral) and not isinstance(sample_shape, bool):
+        sample_shape = (sample_shape,)
+    if not isinstance(sample_shape, (tuple, list, torch.Size)):
+        raise TypeError(f"sample_shape must be an int or a tuple of ints, got {sample_shape!r}")
+    return torch.Size(check_int("sample_shape", s, low=0) for s in sample_shape)
