@@ -1,0 +1,3 @@
+from pyslice.cli import main
+
+raise SystemExit(main())
