@@ -8,6 +8,7 @@ without a GPU; on a GPU machine the same tests run the compiled kernels on CUDA 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,11 @@ import pytest  # noqa: E402
 from pyslice import _compiled, backends  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
+# The shared data: $PYSLICE_DATA, else ../shared/data beside the checkout (not the cwd).
+if "PYSLICE_DATA" not in os.environ:
+    _beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if _beside.is_dir():
+        os.environ["PYSLICE_DATA"] = str(_beside)
 
 
 def _triton_ok() -> bool:
@@ -68,3 +74,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("fast_backend", backend_params(include_reference=False))
     if "any_backend" in metafunc.fixturenames:
         metafunc.parametrize("any_backend", backend_params())
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data folder; tests that need it skip (with the reason) where it is absent."""
+    from pyslice._data import data_dir as find
+
+    path = find()
+    if path is None:
+        pytest.skip("shared data not found: set PYSLICE_DATA to the folder with structures/")
+    return path

@@ -1,0 +1,24 @@
+"""Where pyslice finds the shared structure and rotamer data: the one setting PYSLICE_DATA
+(default ``../shared/data`` relative to the working directory). Nothing is copied into the
+package; code that needs the data says so clearly when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "PYSLICE_DATA"
+DEFAULT = Path("..") / "shared" / "data"
+
+
+def data_dir(required: bool = False) -> Path | None:
+    """The data folder, or None when it does not exist (FileNotFoundError if ``required``)."""
+    path = Path(os.environ.get(ENV_VAR) or DEFAULT).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if required:
+        raise FileNotFoundError(
+            f"pyslice data folder not found at {path} (set {ENV_VAR} to the folder that holds "
+            "structures/ and top8000/)"
+        )
+    return None
