@@ -31,7 +31,7 @@ def uniform_from_bits(word):
     return (word >> 8).to(tl.float32) * 5.9604644775390625e-08
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["k0", "k1"])
 def _philox_kernel(counter_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n

@@ -56,7 +56,9 @@ def _best_fisher_try(u, v, kappa, s_minus_1, s_plus_1):
     return accept, theta
 
 
-@triton.jit
+# Integer arguments equal to 1 would otherwise be specialised into compile-time constants on the
+# GPU (and recompiled); the stream words must stay runtime values.
+@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "offset"])
 def _sample_mixture_kernel(
     table_ptr,
     out_ptr,
