@@ -69,8 +69,6 @@ def _why_not_cuda(device: torch.device) -> str | None:
         return "pyslice._C was built without CUDA (no toolkit at build time, or PYSLICE_CUDA=OFF)"
     if device.type != "cuda":
         return f"the CUDA path takes CUDA tensors, got {device}"
-    if not torch.cuda.is_available():
-        return "no CUDA device is available to torch"
     if _compiled.load().cuda_device_count() == 0:
         return (
             "pyslice._C sees no CUDA device (its CUDA runtime needs a newer driver than torch's?)"
@@ -100,6 +98,8 @@ class Implementation:
         if dtype not in self.dtypes:
             names = ", ".join(str(d) for d in self.dtypes)
             return f"dtype {dtype} is not supported (supports {names})"
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device is available to torch"
         if not forced and self.backend == "triton" and device.type != "cuda":
             return "the Triton interpreter is used only when forced"
         return _WHY_NOT[self.backend](device)
@@ -180,9 +180,7 @@ def select(
 
 def report() -> dict[str, dict[str, dict[str, str]]]:
     """For every op and backend, 'usable' or the reason it is not, on the CPU and on CUDA."""
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+    devices = [torch.device("cpu"), torch.device("cuda")]
     out: dict[str, dict[str, dict[str, str]]] = {}
     for op, impls in _REGISTRY.items():
         out[op] = {}

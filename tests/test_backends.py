@@ -59,3 +59,5 @@ def test_report_lists_every_backend_with_a_status() -> None:
     for per_device in report[OP].values():
         assert all(isinstance(status, str) and status for status in per_device.values())
     assert report[OP]["reference"]["cpu"] == "usable"
+    if not torch.cuda.is_available():
+        assert all("no CUDA device" in report[OP][name]["cuda"] for name in backends.BACKENDS)
