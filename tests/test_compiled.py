@@ -145,6 +145,17 @@ def test_import_pyslice_without_compiled_module(tmp_path) -> None:
         "    pass\n"
         "else:\n"
         "    raise SystemExit('load() did not raise')\n"
+        # Sampling falls back to the reference; forcing the C++ path fails with the reason.
+        "from pyslice import VonMises, backends\n"
+        "assert backends.select('vonmises_sample', 'cpu', __import__('torch').float32).backend"
+        " == 'reference'\n"
+        "assert VonMises(0.0, 1.0).sample(5, seed=0).shape == (5,)\n"
+        "try:\n"
+        "    VonMises(0.0, 1.0).sample(5, seed=0, backend='cpu')\n"
+        "except backends.BackendUnavailable as error:\n"
+        "    assert 'PYSLICE_DISABLE_COMPILED' in str(error), error\n"
+        "else:\n"
+        "    raise SystemExit('forcing cpu did not raise')\n"
     )
     env = dict(os.environ, PYSLICE_DISABLE_COMPILED="1")
     # cwd outside the checkout, so that the installed package is imported, not the source folder.
