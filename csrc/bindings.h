@@ -12,6 +12,8 @@ namespace py = pybind11;
 
 // One per op file; called from PYBIND11_MODULE in csrc/module.cpp.
 void register_vonmises(py::module_& m);
+void register_energy(py::module_& m);
+void register_metropolis(py::module_& m);
 
 namespace args {
 
@@ -72,18 +74,19 @@ inline std::string shape_string(const py::array& array) {
   return text + (array.ndim() == 1 ? ",)" : ")");
 }
 
-// A numpy float32 array with `ndim` dimensions, C-contiguous, aligned, native byte order, and
-// writable when `writable`. Never converts: a float64 array is an error, not a silent copy.
-inline py::array float32_array(py::handle value, const char* name, py::ssize_t ndim,
-                               bool writable) {
+// A numpy array of `dtype` (named `dtype_name` in messages) with `ndim` dimensions, C-contiguous,
+// aligned, native byte order, and writable when `writable`. Never converts: an array of another
+// dtype is an error, not a silent copy.
+inline py::array typed_array(py::handle value, const char* name, const py::dtype& dtype,
+                             const char* dtype_name, py::ssize_t ndim, bool writable) {
   if (!py::isinstance<py::array>(value)) {
-    throw py::type_error(std::string(name) + " must be a numpy.ndarray of dtype float32, got " +
-                         type_name(value));
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of dtype " + dtype_name +
+                         ", got " + type_name(value));
   }
   auto array = py::reinterpret_borrow<py::array>(value);
-  if (!array.dtype().equal(py::dtype::of<float>())) {
-    throw py::type_error(std::string(name) + " must have dtype float32 (native byte order), got " +
-                         py::str(array.dtype()).cast<std::string>());
+  if (!array.dtype().equal(dtype)) {
+    throw py::type_error(std::string(name) + " must have dtype " + dtype_name +
+                         " (native byte order), got " + py::str(array.dtype()).cast<std::string>());
   }
   if (array.ndim() != ndim) {
     throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
@@ -95,12 +98,34 @@ inline py::array float32_array(py::handle value, const char* name, py::ssize_t n
                           "strides that are not");
   }
   if ((array.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) == 0) {
-    throw py::value_error(std::string(name) + " must be aligned to 4 bytes");
+    throw py::value_error(std::string(name) + " must be aligned to " +
+                          std::to_string(dtype.itemsize()) + " bytes");
   }
   if (writable && !array.writeable()) {
     throw py::value_error(std::string(name) + " must be writable");
   }
   return array;
+}
+
+inline py::array float32_array(py::handle value, const char* name, py::ssize_t ndim,
+                               bool writable) {
+  return typed_array(value, name, py::dtype::of<float>(), "float32", ndim, writable);
+}
+
+inline py::array float64_array(py::handle value, const char* name, py::ssize_t ndim,
+                               bool writable) {
+  return typed_array(value, name, py::dtype::of<double>(), "float64", ndim, writable);
+}
+
+inline py::array int64_array(py::handle value, const char* name, py::ssize_t ndim,
+                             bool writable) {
+  return typed_array(value, name, py::dtype::of<int64_t>(), "int64", ndim, writable);
+}
+
+// True when `value` is a numpy array of dtype float64 (else it is checked as float32).
+inline bool is_float64_array(py::handle value) {
+  return py::isinstance<py::array>(value) &&
+         py::reinterpret_borrow<py::array>(value).dtype().equal(py::dtype::of<double>());
 }
 
 // True when the byte ranges of the two arrays overlap.

@@ -130,4 +130,5 @@ PYBIND11_MODULE(_C, m) {
         "device.");
 
   pyslice::register_vonmises(m);
+  pyslice::register_metropolis(m);
 }

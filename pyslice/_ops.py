@@ -38,3 +38,47 @@ def sample_mixture_cuda(
             stream,
         )
     return out
+
+
+def metropolis_step_cpu(
+    chi, chi_new, energy, energy_new, log_weight, log_weight_new, latent, latent_new,
+    accepted_count, beta: float, seed: int, step: int,
+) -> torch.Tensor:
+    accepted = torch.empty(chi.shape[0], dtype=torch.bool)
+    _compiled.load().metropolis_step_cpu(
+        chi.numpy(), chi_new.numpy(), energy.numpy(), energy_new.numpy(), log_weight.numpy(),
+        log_weight_new.numpy(), latent.numpy(), latent_new.numpy(), accepted_count.numpy(),
+        accepted.numpy(), beta, seed, step,
+    )
+    return accepted
+
+
+def metropolis_step_cuda(
+    chi, chi_new, energy, energy_new, log_weight, log_weight_new, latent, latent_new,
+    accepted_count, beta: float, seed: int, step: int,
+) -> torch.Tensor:
+    accepted = torch.empty(chi.shape[0], dtype=torch.bool, device=chi.device)
+    tensors = {
+        "chi": chi, "chi_new": chi_new, "energy": energy, "energy_new": energy_new,
+        "log_weight": log_weight, "log_weight_new": log_weight_new, "latent": latent,
+        "latent_new": latent_new, "accepted_count": accepted_count, "accepted": accepted,
+    }
+    with torch.cuda.device(chi.device):
+        _compiled.load().metropolis_step_cuda(
+            {name: t.data_ptr() for name, t in tensors.items()}, chi.shape[0], chi.shape[1],
+            latent.shape[1], chi.dtype == torch.float64, energy.dtype == torch.float64, beta,
+            seed, step, torch.cuda.current_stream().cuda_stream,
+        )
+    return accepted
+
+
+# -- force-field energy (pyslice.energy) ------------------------------------------------------------
+
+_ENERGY_SIZES = {
+    "n_exceptions": "exc_atoms",
+    "n_bonds": "bond_atoms",
+    "n_angles": "angle_atoms",
+    "n_torsions": "torsion_atoms",
+}
+# gridDim.y limit of the CUDA kernels: larger batches run in chunks.
+_CUDA_MAX_BATCH = 65535

@@ -114,6 +114,7 @@ class Implementation:
 
 
 _F32 = (torch.float32,)
+_F32_F64 = (torch.float32, torch.float64)
 _REGISTRY: dict[str, dict[str, Implementation]] = {}
 
 
@@ -126,6 +127,12 @@ _register("vonmises_sample", "triton", "pyslice.kernels.vonmises:sample_mixture"
 _register("vonmises_sample", "cuda", "pyslice._ops:sample_mixture_cuda")
 _register("vonmises_sample", "cpu", "pyslice._ops:sample_mixture_cpu")
 _register("vonmises_sample", "reference", "pyslice.reference:sample_mixture")
+
+# Fused Metropolis-Hastings step, in place on the chain state (pyslice.mcmc.metropolis_step);
+# dispatched on the dtype of chi.
+_register("metropolis_step", "cuda", "pyslice._ops:metropolis_step_cuda", _F32_F64)
+_register("metropolis_step", "cpu", "pyslice._ops:metropolis_step_cpu", _F32_F64)
+_register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _F32_F64)
 
 
 def operations() -> tuple[str, ...]:

@@ -240,3 +240,54 @@ def sample_mixture(
     if pi_periodic:
         x = 0.5 * x + torch.where(half_turn, _PI, 0.0)
     return wrap_angle(x)
+
+
+#: Fourth Philox counter word of the Metropolis stream (samplers use rounds < 2^31 there).
+METROPOLIS_STREAM = 0x80000000
+
+
+def metropolis_log_uniform(seed: int, step: int, n_chains: int, device) -> torch.Tensor:
+    """log u for every chain at ``step``: (n_chains,) float64, u in [0, 1) on the float32 grid."""
+    chain = torch.arange(n_chains, dtype=torch.int64, device=device)
+    w0, _, _, _ = philox4x32_10(
+        chain & MASK32,
+        chain >> 32,
+        torch.full_like(chain, step & MASK32),
+        torch.full_like(chain, METROPOLIS_STREAM | ((step >> 32) & 0x7FFFFFFF)),
+        seed & MASK32,
+        seed >> 32,
+    )
+    return torch.log(uniform_from_bits(w0).to(torch.float64))
+
+
+def metropolis_step(
+    chi: torch.Tensor,
+    chi_new: torch.Tensor,
+    energy: torch.Tensor,
+    energy_new: torch.Tensor,
+    log_weight: torch.Tensor,
+    log_weight_new: torch.Tensor,
+    latent: torch.Tensor,
+    latent_new: torch.Tensor,
+    accepted_count: torch.Tensor,
+    beta: float,
+    seed: int,
+    step: int,
+) -> torch.Tensor:
+    """The fused Metropolis-Hastings step (csrc/include/pyslice/metropolis.h), in place.
+
+    Chain b accepts iff log u_b < -beta (U' - U) + (w' - w) (float64; NaN rejects) and then takes
+    the proposal's chi, energy, log-weight and latent labels, and counts the acceptance.
+    Returns the (B,) bool mask of acceptances.
+    """
+    log_u = metropolis_log_uniform(seed, step, chi.shape[0], chi.device)
+    log_accept = -beta * (energy_new.to(torch.float64) - energy.to(torch.float64)) + (
+        log_weight_new.to(torch.float64) - log_weight.to(torch.float64)
+    )
+    accepted = log_u < log_accept
+    chi.copy_(torch.where(accepted[:, None], chi_new, chi))
+    latent.copy_(torch.where(accepted[:, None], latent_new, latent))
+    energy.copy_(torch.where(accepted, energy_new, energy))
+    log_weight.copy_(torch.where(accepted, log_weight_new, log_weight))
+    accepted_count.add_(accepted.to(accepted_count.dtype))
+    return accepted

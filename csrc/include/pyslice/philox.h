@@ -4,11 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PYSLICE_HD __host__ __device__ __forceinline__
-#else
-#define PYSLICE_HD inline
-#endif
+#include "pyslice/hd.h"
 
 namespace pyslice {
 
