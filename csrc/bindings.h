@@ -13,6 +13,7 @@ namespace py = pybind11;
 // One per op file; called from PYBIND11_MODULE in csrc/module.cpp.
 void register_vonmises(py::module_& m);
 void register_energy(py::module_& m);
+void register_build(py::module_& m);
 void register_metropolis(py::module_& m);
 
 namespace args {

@@ -130,5 +130,6 @@ PYBIND11_MODULE(_C, m) {
         "device.");
 
   pyslice::register_vonmises(m);
+  pyslice::register_build(m);
   pyslice::register_metropolis(m);
 }
