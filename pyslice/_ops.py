@@ -3,9 +3,14 @@ the current stream for CUDA. Arguments were validated by the caller; _C checks s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from pyslice import _compiled
+
+if TYPE_CHECKING:
+    from pyslice.geometry import BuildTables
 
 
 def sample_mixture_cpu(
@@ -82,3 +87,45 @@ _ENERGY_SIZES = {
 }
 # gridDim.y limit of the CUDA kernels: larger batches run in chunks.
 _CUDA_MAX_BATCH = 65535
+
+
+def build_sidechains_cpu(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
+    out = torch.empty((chi.shape[0], tables.positions.shape[0], 3), dtype=chi.dtype)
+    _compiled.load().build_sidechains_cpu(
+        tables.positions.contiguous().numpy(),
+        chi.detach().contiguous().numpy(),
+        tables.chi_ref.contiguous().numpy(),
+        tables.axis.contiguous().numpy(),
+        tables.move_atom.contiguous().numpy(),
+        tables.move_chi.contiguous().numpy(),
+        tables.level_start.contiguous().numpy(),
+        out.numpy(),
+    )
+    return out
+
+
+def build_sidechains_cuda(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
+    # A contiguous copy of chi may be freed when this returns: torch's allocator reuses it only
+    # for work queued after the kernel on the same (current) stream.
+    chi = chi.detach().contiguous()
+    batch, n_chi = chi.shape
+    n_atoms = tables.positions.shape[0]
+    out = torch.empty((batch, n_atoms, 3), dtype=chi.dtype, device=chi.device)
+    with torch.cuda.device(chi.device):
+        stream = torch.cuda.current_stream().cuda_stream
+        _compiled.load().build_sidechains_cuda(
+            tables.positions.data_ptr(),
+            chi.data_ptr(),
+            tables.chi_ref.data_ptr(),
+            tables.axis.data_ptr(),
+            tables.move_atom.data_ptr(),
+            tables.move_chi.data_ptr(),
+            tables.level_start.numpy(),
+            out.data_ptr(),
+            batch,
+            n_atoms,
+            n_chi,
+            "float64" if chi.dtype == torch.float64 else "float32",
+            stream,
+        )
+    return out

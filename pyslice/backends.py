@@ -134,6 +134,12 @@ _register("metropolis_step", "cuda", "pyslice._ops:metropolis_step_cuda", _F32_F
 _register("metropolis_step", "cpu", "pyslice._ops:metropolis_step_cpu", _F32_F64)
 _register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _F32_F64)
 
+# Side-chain building (pyslice.geometry.SideChainBuilder.build):
+# (tables: geometry.BuildTables, chi (B, n_chi)) -> (B, N, 3) in chi's dtype.
+_register("sidechain_build", "cuda", "pyslice._ops:build_sidechains_cuda", _F32_F64)
+_register("sidechain_build", "cpu", "pyslice._ops:build_sidechains_cpu", _F32_F64)
+_register("sidechain_build", "reference", "pyslice.geometry:build_reference", _F32_F64)
+
 
 def operations() -> tuple[str, ...]:
     return tuple(_REGISTRY)
