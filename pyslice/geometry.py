@@ -31,11 +31,15 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from pyslice import _checks, backends
 from pyslice.reference import wrap_angle
+
+if TYPE_CHECKING:
+    from openmm import app
 
 __all__ = [
     "CHI_ATOMS",
@@ -155,14 +159,8 @@ def build_reference(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
     tables: the builder's tables in chi's dtype, on chi's device; chi: (B, n_chi) targets.
     Returns (B, N, 3).
     """
-    positions, axis, move_atom, move_chi = (
-        tables.positions,
-        tables.axis,
-        tables.move_atom,
-        tables.move_chi,
-    )
-    batch = chi.shape[0]
-    out = positions.expand(batch, -1, -1)
+    axis = tables.axis
+    out = tables.positions.expand(chi.shape[0], -1, -1)
     delta = wrap_angle(chi - tables.chi_ref)
     starts = tables.level_start.tolist()
     moved = False
@@ -170,8 +168,8 @@ def build_reference(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
         if lo == hi:
             continue
         moved = True
-        atoms = move_atom[lo:hi]
-        owner = move_chi[lo:hi]
+        atoms = tables.move_atom[lo:hi]
+        owner = tables.move_chi[lo:hi]
         # All moves of one level at once: they touch distinct atoms, none an axis of the level.
         b = out[:, axis[owner, 0]]
         c = out[:, axis[owner, 1]]
@@ -208,9 +206,10 @@ class SideChainBuilder:
         topology: the structure's ``openmm.app.Topology`` (with its bonds; hydrogens optional).
         positions: (N, 3) reference positions in nm (float64 is kept; any float is converted).
         movable: residue indices (topology order) allowed to move; None means every residue that
-            can (see the module docstring). A requested residue without chi angles (GLY, ALA, a
-            ligand), a proline or a side chain bonded to another residue is kept fixed and listed
-            in :attr:`fixed_residues`; one missing a chi atom is a ValueError.
+            can (see the module docstring). Requested residues without chi angles (GLY, ALA,
+            ligands) are ignored; a requested proline or side chain bonded to another residue is
+            kept fixed and listed in :attr:`fixed_residues`; a requested residue missing a chi
+            atom (or a chi bond) is a ValueError naming it.
 
     Attributes:
         n_chi: number of chi columns (the movable residues' chis).
@@ -227,13 +226,13 @@ class SideChainBuilder:
 
     def __init__(
         self,
-        topology,
+        topology: app.Topology,
         positions: torch.Tensor,
         movable: Sequence[int] | None = None,
     ) -> None:
-        from openmm import app
+        from openmm.app import Topology
 
-        if not isinstance(topology, app.Topology):
+        if not isinstance(topology, Topology):
             raise TypeError(
                 f"topology must be an openmm.app.Topology, got {type(topology).__name__}"
             )
