@@ -130,6 +130,7 @@ PYBIND11_MODULE(_C, m) {
         "device.");
 
   pyslice::register_vonmises(m);
+  pyslice::register_energy(m);
   pyslice::register_build(m);
   pyslice::register_metropolis(m);
 }

@@ -134,6 +134,15 @@ _register("metropolis_step", "cuda", "pyslice._ops:metropolis_step_cuda", _F32_F
 _register("metropolis_step", "cpu", "pyslice._ops:metropolis_step_cpu", _F32_F64)
 _register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _F32_F64)
 
+# Force-field energy (pyslice.energy): (tables, positions (B, N, 3)) -> (B, 5) float64 per term;
+# energy_delta: (tables, positions, new_positions, moved (B, M) int64) -> (B, 5) float64.
+_register("energy", "cuda", "pyslice._energy_ops:energy_cuda", _F32_F64)
+_register("energy", "cpu", "pyslice._energy_ops:energy_cpu", _F32_F64)
+_register("energy", "reference", "pyslice.energy:energy_reference", _F32_F64)
+_register("energy_delta", "cuda", "pyslice._energy_ops:energy_delta_cuda", _F32_F64)
+_register("energy_delta", "cpu", "pyslice._energy_ops:energy_delta_cpu", _F32_F64)
+_register("energy_delta", "reference", "pyslice.energy:energy_delta_reference", _F32_F64)
+
 # Side-chain building (pyslice.geometry.SideChainBuilder.build):
 # (tables: geometry.BuildTables, chi (B, n_chi)) -> (B, N, 3) in chi's dtype.
 _register("sidechain_build", "cuda", "pyslice._ops:build_sidechains_cuda", _F32_F64)

@@ -1,0 +1,332 @@
+// CPU launchers for the force-field energy: the maths lives in pyslice/energy.h.
+//
+// Full energy: the conformations are transposed to SoA (x, y, z rows) so that the inner loop over
+// partner atoms j is a unit-stride SIMD loop; exceptions are skipped in that loop by a per-thread
+// row mask (keep[j] = 0 for the exception partners of atom i, set and reset per row: O(partners)),
+// and evaluated exactly on their own. Work items are (conformation, block of rows), so one large
+// conformation also uses every core; partial sums are stored per item and added in a fixed order:
+// results do not depend on the number of threads.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "energy_ops.h"
+#include "pyslice/energy.h"
+
+#if defined(PYSLICE_WITH_OPENMP)
+#include <omp.h>
+#endif
+
+namespace pyslice {
+namespace {
+
+using energy::Tables;
+using energy::Vec3;
+
+constexpr int64_t kRowBlock = 32;
+
+template <typename T>
+Vec3 at(const T* conformation, int64_t atom) {
+  const T* p = conformation + 3 * atom;
+  return {static_cast<double>(p[0]), static_cast<double>(p[1]), static_cast<double>(p[2])};
+}
+
+// sum over j in [j0, n) of keep[j] * (Coulomb, LJ)(atom i at (xi, yi, zi), atom j): the hot loop.
+template <bool kCutoff, typename T>
+void pair_row(const Tables<T>& t, const T* x, const T* y, const T* z, const T* keep, int64_t i,
+              T xi, T yi, T zi, int64_t j0, int64_t n, double& coulomb, double& lj) {
+  const T qi = t.charge[i];
+  const T si = t.half_sigma[i];
+  const T ei = t.two_sqrt_eps[i];
+  const T cutoff2 = static_cast<T>(t.cutoff * t.cutoff);
+  const T krf = static_cast<T>(t.krf);
+  const T crf = static_cast<T>(t.crf);
+  const T* q = t.charge;
+  const T* s = t.half_sigma;
+  const T* e = t.two_sqrt_eps;
+  double c_sum = 0.0, l_sum = 0.0;
+#pragma omp simd reduction(+ : c_sum, l_sum)
+  for (int64_t j = j0; j < n; ++j) {
+    const T dx = x[j] - xi;
+    const T dy = y[j] - yi;
+    const T dz = z[j] - zi;
+    T c, l;
+    energy::pair_terms<kCutoff, T>(dx * dx + dy * dy + dz * dz, qi * q[j], si + s[j], ei * e[j],
+                                   cutoff2, krf, crf, c, l);
+    // A select, not a product: an excluded pair may overlap (inf) and 0 * inf is NaN.
+    c_sum += keep[j] != T(0) ? static_cast<double>(keep[j] * c) : 0.0;
+    l_sum += keep[j] != T(0) ? static_cast<double>(keep[j] * l) : 0.0;
+  }
+  coulomb += c_sum;
+  lj += l_sum;
+}
+
+template <typename T>
+void pair_row_dispatch(const Tables<T>& t, const T* x, const T* y, const T* z, const T* keep,
+                       int64_t i, T xi, T yi, T zi, int64_t j0, double& coulomb, double& lj) {
+  if (t.cutoff > 0) {
+    pair_row<true>(t, x, y, z, keep, i, xi, yi, zi, j0, t.n_atoms, coulomb, lj);
+  } else {
+    pair_row<false>(t, x, y, z, keep, i, xi, yi, zi, j0, t.n_atoms, coulomb, lj);
+  }
+}
+
+// (Coulomb, LJ) of the plain pair (i at pi, j at pj): the pair_row expression for one pair.
+template <typename T>
+void pair_one(const Tables<T>& t, int64_t i, int64_t j, const T* pi, const T* pj, double& coulomb,
+              double& lj) {
+  const T dx = pj[0] - pi[0];
+  const T dy = pj[1] - pi[1];
+  const T dz = pj[2] - pi[2];
+  const T r2 = dx * dx + dy * dy + dz * dz;
+  T c, l;
+  if (t.cutoff > 0) {
+    energy::pair_terms<true, T>(r2, t.charge[i] * t.charge[j], t.half_sigma[i] + t.half_sigma[j],
+                                t.two_sqrt_eps[i] * t.two_sqrt_eps[j],
+                                static_cast<T>(t.cutoff * t.cutoff), static_cast<T>(t.krf),
+                                static_cast<T>(t.crf), c, l);
+  } else {
+    energy::pair_terms<false, T>(r2, t.charge[i] * t.charge[j], t.half_sigma[i] + t.half_sigma[j],
+                                 t.two_sqrt_eps[i] * t.two_sqrt_eps[j], T(0), T(0), T(0), c, l);
+  }
+  coulomb = static_cast<double>(c);
+  lj = static_cast<double>(l);
+}
+
+// Bonded terms and exceptions of one conformation, added into out[5].
+template <typename T>
+void bonded_and_exceptions(const Tables<T>& t, const T* conf, double* out) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < t.n_bonds; ++k) {
+    const int64_t* a = t.bond_atoms + 2 * k;
+    sum += energy::bond_energy(at(conf, a[0]), at(conf, a[1]), t.bond_params + 2 * k);
+  }
+  out[energy::kBond] += sum;
+  sum = 0.0;
+  for (int64_t k = 0; k < t.n_angles; ++k) {
+    const int64_t* a = t.angle_atoms + 3 * k;
+    sum += energy::angle_energy(at(conf, a[0]), at(conf, a[1]), at(conf, a[2]),
+                                t.angle_params + 2 * k);
+  }
+  out[energy::kAngle] += sum;
+  sum = 0.0;
+  for (int64_t k = 0; k < t.n_torsions; ++k) {
+    const int64_t* a = t.torsion_atoms + 4 * k;
+    sum += energy::torsion_energy(at(conf, a[0]), at(conf, a[1]), at(conf, a[2]), at(conf, a[3]),
+                                  t.torsion_params + 3 * k);
+  }
+  out[energy::kTorsion] += sum;
+  double coulomb = 0.0, lj = 0.0;
+  for (int64_t k = 0; k < t.n_exceptions; ++k) {
+    const int64_t* a = t.exc_atoms + 2 * k;
+    const Vec3 d = energy::sub(at(conf, a[0]), at(conf, a[1]));
+    double c, l;
+    energy::exception_terms(energy::dot(d, d), t.exc_params + 3 * k, c, l);
+    coulomb += c;
+    lj += l;
+  }
+  out[energy::kCoulomb] += coulomb;
+  out[energy::kLennardJones] += lj;
+}
+
+template <typename T>
+void energy_cpu(const Tables<T>& t, const T* positions, int64_t batch, double* out) {
+  const int64_t n = t.n_atoms;
+  const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
+  const int64_t items = batch * blocks;
+  std::vector<T> soa(static_cast<size_t>(batch * 3 * n));
+  std::vector<double> partial(static_cast<size_t>(items * 2), 0.0);
+  std::fill(out, out + batch * energy::kNumTerms, 0.0);
+#if defined(PYSLICE_WITH_OPENMP)
+#pragma omp parallel
+#endif
+  {
+    std::vector<T> keep(static_cast<size_t>(n), T(1));
+#if defined(PYSLICE_WITH_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* conf = positions + b * n * 3;
+      T* s = soa.data() + b * 3 * n;
+      for (int64_t i = 0; i < n; ++i) {
+        s[i] = conf[3 * i];
+        s[n + i] = conf[3 * i + 1];
+        s[2 * n + i] = conf[3 * i + 2];
+      }
+      bonded_and_exceptions(t, conf, out + b * energy::kNumTerms);
+    }
+    // Triangular rows: early blocks cost more; dynamic scheduling balances them.
+#if defined(PYSLICE_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / blocks;
+      const int64_t i0 = (item % blocks) * kRowBlock;
+      const int64_t i1 = std::min(n, i0 + kRowBlock);
+      const T* x = soa.data() + b * 3 * n;
+      const T* y = x + n;
+      const T* z = y + n;
+      double coulomb = 0.0, lj = 0.0;
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = T(0);
+        pair_row_dispatch(t, x, y, z, keep.data(), i, x[i], y[i], z[i], i + 1, coulomb, lj);
+        for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = T(1);
+      }
+      partial[2 * item] = coulomb;
+      partial[2 * item + 1] = lj;
+    }
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t k = 0; k < blocks; ++k) {
+      out[b * energy::kNumTerms + energy::kCoulomb] += partial[2 * (b * blocks + k)];
+      out[b * energy::kNumTerms + energy::kLennardJones] += partial[2 * (b * blocks + k) + 1];
+    }
+  }
+}
+
+// True when `atom` is the first atom of `atoms[0..width)` that is moved (slot >= 0): each term
+// that touches several moved atoms is then counted once, at its first moved atom.
+inline bool first_moved(const int64_t* atoms, int width, int64_t atom, const int32_t* slot) {
+  for (int k = 0; k < width; ++k) {
+    if (slot[atoms[k]] >= 0) return atoms[k] == atom;
+  }
+  return false;
+}
+
+inline bool excluded(const int64_t* ptr, const int64_t* idx, int64_t i, int64_t j) {
+  return std::binary_search(idx + ptr[i], idx + ptr[i + 1], j);
+}
+
+template <typename T>
+void energy_delta_cpu(const Tables<T>& t, const T* positions, const T* new_positions,
+                      const int64_t* moved, int64_t batch, int64_t n_moved, double* out) {
+  const int64_t n = t.n_atoms;
+  std::fill(out, out + batch * energy::kNumTerms, 0.0);
+#if defined(PYSLICE_WITH_OPENMP)
+#pragma omp parallel
+#endif
+  {
+    std::vector<int32_t> slot(static_cast<size_t>(n), -1);  // moved atom -> its column in moved
+    std::vector<T> keep(static_cast<size_t>(n), T(1));      // 0 for moved atoms (and partners)
+    std::vector<T> soa(static_cast<size_t>(3 * n));
+    std::vector<int64_t> list;
+    list.reserve(static_cast<size_t>(n_moved));
+#if defined(PYSLICE_WITH_OPENMP)
+#pragma omp for schedule(dynamic, 4)
+#endif
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* old_conf = positions + b * n * 3;
+      const T* new_conf = new_positions + b * n * 3;
+      double* o = out + b * energy::kNumTerms;
+      list.clear();
+      for (int64_t k = 0; k < n_moved; ++k) {
+        const int64_t atom = moved[b * n_moved + k];
+        if (atom < 0 || slot[atom] >= 0) continue;  // padding (duplicates are rejected upstream)
+        slot[atom] = static_cast<int32_t>(k);
+        keep[atom] = T(0);
+        list.push_back(atom);
+      }
+      if (!list.empty()) {
+        T* x = soa.data();
+        T* y = x + n;
+        T* z = y + n;
+        for (int64_t i = 0; i < n; ++i) {
+          x[i] = old_conf[3 * i];
+          y[i] = old_conf[3 * i + 1];
+          z[i] = old_conf[3 * i + 2];
+        }
+        // Conformation after the move: moved atoms from new_positions, the rest unchanged.
+        auto now = [&](int64_t atom) { return at(slot[atom] >= 0 ? new_conf : old_conf, atom); };
+        auto before = [&](int64_t atom) { return at(old_conf, atom); };
+        double c_new = 0.0, c_old = 0.0, l_new = 0.0, l_old = 0.0;
+        for (size_t m = 0; m < list.size(); ++m) {
+          const int64_t i = list[m];
+          // (moved i, unmoved j) plain pairs: old and new rows against the same environment.
+          for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = T(0);
+          const T* pn = new_conf + 3 * i;
+          pair_row_dispatch(t, x, y, z, keep.data(), i, pn[0], pn[1], pn[2], 0, c_new, l_new);
+          pair_row_dispatch(t, x, y, z, keep.data(), i, x[i], y[i], z[i], 0, c_old, l_old);
+          for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) {
+            const int64_t j = t.excl_idx[k];
+            keep[j] = slot[j] >= 0 ? T(0) : T(1);
+          }
+          // (moved i, moved j > i in the list) plain pairs, each once.
+          for (size_t m2 = m + 1; m2 < list.size(); ++m2) {
+            const int64_t j = list[m2];
+            if (excluded(t.excl_ptr, t.excl_idx, i, j)) continue;
+            double cn, ln, co, lo;
+            pair_one(t, i, j, pn, new_conf + 3 * j, cn, ln);
+            pair_one(t, i, j, old_conf + 3 * i, old_conf + 3 * j, co, lo);
+            c_new += cn;
+            l_new += ln;
+            c_old += co;
+            l_old += lo;
+          }
+          // Exceptions and bonded terms that touch i, each counted at its first moved atom.
+          for (int64_t k = t.exc_ptr[i]; k < t.exc_ptr[i + 1]; ++k) {
+            const int64_t e = t.exc_idx[k];
+            const int64_t* a = t.exc_atoms + 2 * e;
+            if (!first_moved(a, 2, i, slot.data())) continue;
+            energy::exception_delta(now(a[0]), now(a[1]), before(a[0]), before(a[1]),
+                                    t.exc_params + 3 * e, o[energy::kCoulomb],
+                                    o[energy::kLennardJones]);
+          }
+          for (int64_t k = t.bond_ptr[i]; k < t.bond_ptr[i + 1]; ++k) {
+            const int64_t e = t.bond_idx[k];
+            const int64_t* a = t.bond_atoms + 2 * e;
+            if (!first_moved(a, 2, i, slot.data())) continue;
+            const double* p = t.bond_params + 2 * e;
+            o[energy::kBond] += energy::bond_energy(now(a[0]), now(a[1]), p) -
+                                energy::bond_energy(before(a[0]), before(a[1]), p);
+          }
+          for (int64_t k = t.angle_ptr[i]; k < t.angle_ptr[i + 1]; ++k) {
+            const int64_t e = t.angle_idx[k];
+            const int64_t* a = t.angle_atoms + 3 * e;
+            if (!first_moved(a, 3, i, slot.data())) continue;
+            const double* p = t.angle_params + 2 * e;
+            o[energy::kAngle] += energy::angle_energy(now(a[0]), now(a[1]), now(a[2]), p) -
+                                 energy::angle_energy(before(a[0]), before(a[1]), before(a[2]), p);
+          }
+          for (int64_t k = t.torsion_ptr[i]; k < t.torsion_ptr[i + 1]; ++k) {
+            const int64_t e = t.torsion_idx[k];
+            const int64_t* a = t.torsion_atoms + 4 * e;
+            if (!first_moved(a, 4, i, slot.data())) continue;
+            const double* p = t.torsion_params + 3 * e;
+            o[energy::kTorsion] +=
+                energy::torsion_energy(now(a[0]), now(a[1]), now(a[2]), now(a[3]), p) -
+                energy::torsion_energy(before(a[0]), before(a[1]), before(a[2]), before(a[3]), p);
+          }
+        }
+        o[energy::kCoulomb] += c_new - c_old;
+        o[energy::kLennardJones] += l_new - l_old;
+      }
+      for (const int64_t atom : list) {
+        slot[atom] = -1;
+        keep[atom] = T(1);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void energy_cpu_launch(const energy::Tables<float>& tables, const float* positions, int64_t batch,
+                       double* out) {
+  energy_cpu(tables, positions, batch, out);
+}
+void energy_cpu_launch(const energy::Tables<double>& tables, const double* positions,
+                       int64_t batch, double* out) {
+  energy_cpu(tables, positions, batch, out);
+}
+void energy_delta_cpu_launch(const energy::Tables<float>& tables, const float* positions,
+                             const float* new_positions, const int64_t* moved, int64_t batch,
+                             int64_t n_moved, double* out) {
+  energy_delta_cpu(tables, positions, new_positions, moved, batch, n_moved, out);
+}
+void energy_delta_cpu_launch(const energy::Tables<double>& tables, const double* positions,
+                             const double* new_positions, const int64_t* moved, int64_t batch,
+                             int64_t n_moved, double* out) {
+  energy_delta_cpu(tables, positions, new_positions, moved, batch, n_moved, out);
+}
+
+}  // namespace pyslice
