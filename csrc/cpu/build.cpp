@@ -12,9 +12,10 @@ template <typename T>
 void build_cpu(const BuildArgs<T>& a) {
   const int64_t stride = 3 * a.n_atoms;
   // One conformation per iteration: each is independent, so the result does not depend on the
-  // number of threads. Small batches stay on the calling thread.
+  // number of threads or the schedule. Dynamic chunks: on a shared machine a descheduled thread
+  // does not hold up the others' share. Small batches stay on the calling thread.
 #if defined(PYSLICE_WITH_OPENMP)
-#pragma omp parallel for schedule(static) if (a.batch * (stride + a.level_start[4]) >= 32768)
+#pragma omp parallel for schedule(dynamic, 8) if (a.batch * (stride + a.level_start[4]) >= 32768)
 #endif
   for (int64_t b = 0; b < a.batch; ++b) {
     T* out = a.out + b * stride;
