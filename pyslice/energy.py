@@ -601,8 +601,17 @@ class ForceFieldEnergy:
                 f"{name} must have shape (B, {self.n_atoms}, 3) or ({self.n_atoms}, 3) (nm), got "
                 f"{tuple(tensor.shape) if not single else tuple(tensor.shape[1:])}"
             )
-        _checks.require_finite(name, tensor)
+        # Finiteness is checked after evaluation, and only when a result is not finite: a full
+        # scan of every call's positions costs more than a delta() itself.
         return tensor.to(self.dtype).contiguous(), single
+
+    @staticmethod
+    def _reject_non_finite(out: torch.Tensor, **inputs: torch.Tensor) -> None:
+        """NaN or infinite positions give a non-finite result: name the input that caused it."""
+        if bool(torch.isfinite(out).all()):
+            return
+        for name, tensor in inputs.items():
+            _checks.require_finite(name, tensor)
 
     def _moved(self, value: object, batch: int) -> torch.Tensor:
         """(B, M) int64 moved-atom indices, -1 padded, validated (range, no duplicates)."""
@@ -654,6 +663,7 @@ class ForceFieldEnergy:
         """(B, 5) float64 energies, columns ``TERMS`` (kJ/mol), of positions (B, N, 3) nm."""
         x, single = self._positions("positions", positions)
         out = self._select("energy")(self.tables, x)
+        self._reject_non_finite(out, positions=x)
         return out[0] if single else out
 
     def __call__(self, positions: object) -> torch.Tensor:
@@ -686,6 +696,8 @@ class ForceFieldEnergy:
             moved = [list(moved)]
         index = self._moved(moved, old.shape[0])
         out = self._select("energy_delta")(self.tables, old, new, index)
+        rows = index.clamp_min(0)[:, :, None].expand(-1, -1, 3)
+        self._reject_non_finite(out, positions=old, new_positions=new.gather(1, rows))
         return out[0] if single else out
 
     def delta(self, positions: object, new_positions: object, moved: object) -> torch.Tensor:

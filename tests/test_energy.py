@@ -491,7 +491,11 @@ def test_argument_errors() -> None:
     with pytest.raises(ValueError, match="positions must be finite"):
         energy(bad)
     with pytest.raises(ValueError, match="new_positions must be finite"):
-        energy.delta(x, bad, torch.tensor([[1]]))
+        energy.delta(x, bad, torch.tensor([[3]]))
+    # Only the moved rows of new_positions are read: a NaN elsewhere does not matter.
+    assert torch.isfinite(energy.delta(x, bad, torch.tensor([[1]]))).all()
+    with pytest.raises(ValueError, match="positions must be finite"):
+        energy.delta(bad, x, torch.tensor([[1]]))
     with pytest.raises(ValueError, match="moved indices must be in"):
         energy.delta(x, x, torch.tensor([[n]]))
     with pytest.raises(ValueError, match="moved must not list an atom twice"):

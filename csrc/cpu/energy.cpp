@@ -32,8 +32,10 @@ Vec3 at(const T* conformation, int64_t atom) {
 }
 
 // sum over j in [j0, n) of keep[j] * (Coulomb, LJ)(atom i at (xi, yi, zi), atom j): the hot loop.
+// A row is summed in T (full-width SIMD: float rows stay float) and added to the double totals;
+// a float row of ~1e3 terms keeps ~1e-6 relative accuracy, the float32 path's own precision.
 template <bool kCutoff, typename T>
-void pair_row(const Tables<T>& t, const T* x, const T* y, const T* z, const T* keep, int64_t i,
+__attribute__((always_inline)) inline void pair_row_body(const Tables<T>& t, const T* x, const T* y, const T* z, const T* keep, int64_t i,
               T xi, T yi, T zi, int64_t j0, int64_t n, double& coulomb, double& lj) {
   const T qi = t.charge[i];
   const T si = t.half_sigma[i];
@@ -44,7 +46,7 @@ void pair_row(const Tables<T>& t, const T* x, const T* y, const T* z, const T* k
   const T* q = t.charge;
   const T* s = t.half_sigma;
   const T* e = t.two_sqrt_eps;
-  double c_sum = 0.0, l_sum = 0.0;
+  T c_sum = T(0), l_sum = T(0);
 #pragma omp simd reduction(+ : c_sum, l_sum)
   for (int64_t j = j0; j < n; ++j) {
     const T dx = x[j] - xi;
@@ -54,11 +56,47 @@ void pair_row(const Tables<T>& t, const T* x, const T* y, const T* z, const T* k
     energy::pair_terms<kCutoff, T>(dx * dx + dy * dy + dz * dz, qi * q[j], si + s[j], ei * e[j],
                                    cutoff2, krf, crf, c, l);
     // A select, not a product: an excluded pair may overlap (inf) and 0 * inf is NaN.
-    c_sum += keep[j] != T(0) ? static_cast<double>(keep[j] * c) : 0.0;
-    l_sum += keep[j] != T(0) ? static_cast<double>(keep[j] * l) : 0.0;
+    c_sum += keep[j] != T(0) ? keep[j] * c : T(0);
+    l_sum += keep[j] != T(0) ? keep[j] * l : T(0);
   }
-  coulomb += c_sum;
-  lj += l_sum;
+  coulomb += static_cast<double>(c_sum);
+  lj += static_cast<double>(l_sum);
+}
+
+// The hot loop compiled twice, for AVX2 and for the baseline ISA; the loader picks the clone by
+// CPU feature (GCC function multi-versioning; not "arch=", which tests the CPU model), so the
+// module runs on any x86-64.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define PYSLICE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PYSLICE_CLONES
+#endif
+#define PYSLICE_PAIR_ROW(NAME, CUT, T)                                                          \
+  PYSLICE_CLONES void NAME(const Tables<T>& t, const T* x, const T* y, const T* z,            \
+                           const T* keep, int64_t i, T xi, T yi, T zi, int64_t j0, int64_t n,  \
+                           double& coulomb, double& lj) {                                     \
+    pair_row_body<CUT, T>(t, x, y, z, keep, i, xi, yi, zi, j0, n, coulomb, lj);               \
+  }
+PYSLICE_PAIR_ROW(pair_row_cut_f32, true, float)
+PYSLICE_PAIR_ROW(pair_row_nocut_f32, false, float)
+PYSLICE_PAIR_ROW(pair_row_cut_f64, true, double)
+PYSLICE_PAIR_ROW(pair_row_nocut_f64, false, double)
+#undef PYSLICE_PAIR_ROW
+
+template <bool kCutoff>
+void pair_row(const Tables<float>& t, const float* x, const float* y, const float* z,
+              const float* keep, int64_t i, float xi, float yi, float zi, int64_t j0, int64_t n,
+              double& coulomb, double& lj) {
+  (kCutoff ? pair_row_cut_f32 : pair_row_nocut_f32)(t, x, y, z, keep, i, xi, yi, zi, j0, n,
+                                                    coulomb, lj);
+}
+
+template <bool kCutoff>
+void pair_row(const Tables<double>& t, const double* x, const double* y, const double* z,
+              const double* keep, int64_t i, double xi, double yi, double zi, int64_t j0,
+              int64_t n, double& coulomb, double& lj) {
+  (kCutoff ? pair_row_cut_f64 : pair_row_nocut_f64)(t, x, y, z, keep, i, xi, yi, zi, j0, n,
+                                                    coulomb, lj);
 }
 
 template <typename T>
