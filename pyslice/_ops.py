@@ -77,18 +77,6 @@ def metropolis_step_cuda(
     return accepted
 
 
-# -- force-field energy (pyslice.energy) ------------------------------------------------------------
-
-_ENERGY_SIZES = {
-    "n_exceptions": "exc_atoms",
-    "n_bonds": "bond_atoms",
-    "n_angles": "angle_atoms",
-    "n_torsions": "torsion_atoms",
-}
-# gridDim.y limit of the CUDA kernels: larger batches run in chunks.
-_CUDA_MAX_BATCH = 65535
-
-
 def build_sidechains_cpu(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
     out = torch.empty((chi.shape[0], tables.positions.shape[0], 3), dtype=chi.dtype)
     _compiled.load().build_sidechains_cpu(
