@@ -339,6 +339,8 @@ class Protein:
             if residue.name not in AMINO_ACIDS:
                 continue
             atoms = {atom.name: atom.index for atom in residue.atoms()}
+            if any(name not in atoms for name in _BACKBONE):  # a topology built elsewhere
+                continue
             n_i, ca_i, c_i = atoms["N"], atoms["CA"], atoms["C"]
             prev_c = _bonded_atom(bonded, n_i, "C", residue)
             next_n = _bonded_atom(bonded, c_i, "N", residue)
@@ -607,6 +609,11 @@ def _complete(
         fixer.topology.setPeriodicBoxVectors(None)
 
         fixer.findNonstandardResidues()
+        # MODRES records also list standard residues (glycosylation sites: ASN -> ASN); replacing
+        # those would only strip their deposited hydrogens.
+        fixer.nonstandardResidues = [
+            (residue, new) for residue, new in fixer.nonstandardResidues if residue.name != new
+        ]
         fixer.replaceNonstandardResidues()
         topology, positions = _clean(fixer.topology, fixer.positions, name, keep_water, unknown)
         fixer.topology, fixer.positions = topology, positions
@@ -905,7 +912,9 @@ def _backbone_angles(seq: str, backbone: object) -> tuple[np.ndarray, np.ndarray
         _checks.require_finite(f"backbone {label}", tensor)
         angles.append(tensor.numpy().copy())
     phi, psi = angles
-    for i in np.flatnonzero(is_pro)[1:] if is_pro[0] else np.flatnonzero(is_pro):
+    for i in np.flatnonzero(is_pro):
+        if i == 0:  # the first residue's phi does not exist
+            continue
         off = math.degrees(math.remainder(phi[i] - math.radians(_PRO_PHI), 2 * math.pi))
         if abs(off) > _PRO_PHI_TOLERANCE:
             raise ValueError(
