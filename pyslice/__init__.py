@@ -7,7 +7,22 @@ the failure is kept and raised, with build information, when a compiled path is 
 
 from pyslice.backends import BackendUnavailable
 from pyslice.distributions import FitResult, VonMises, VonMisesMixture
+from pyslice.energy import ForceFieldEnergy
+from pyslice.geometry import SideChainBuilder
+from pyslice.mcmc import ChainState, metropolis_step
+from pyslice.structure import Protein
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendUnavailable", "FitResult", "VonMises", "VonMisesMixture", "__version__"]
+__all__ = [
+    "BackendUnavailable",
+    "ChainState",
+    "FitResult",
+    "ForceFieldEnergy",
+    "Protein",
+    "SideChainBuilder",
+    "VonMises",
+    "VonMisesMixture",
+    "__version__",
+    "metropolis_step",
+]
