@@ -138,6 +138,9 @@ def _check_structure(path: Path, forcefield: app.ForceField, tmp_path: Path) -> 
     assert again.residue_names == protein.residue_names
     assert [a.name for a in again.topology.atoms()] == [a.name for a in protein.topology.atoms()]
     assert torch.allclose(again.positions, protein.positions, rtol=0, atol=1e-4)
+    # With its hydrogens, the protein is rebuilt from its own chi angles.
+    rebuilt = protein.build(protein.chi_angles()[None])
+    assert torch.allclose(rebuilt[0].double(), protein.positions, rtol=0, atol=1e-4)
     return seconds
 
 
