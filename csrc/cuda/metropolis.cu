@@ -21,18 +21,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < a.n_chains;
        b += stride) {
-    const double log_u = metropolis_log_uniform(seed, static_cast<uint64_t>(b), step);
-    const bool accept = metropolis_accept(log_u, beta, a.energy[b], a.energy_new[b],
-                                          a.log_weight[b], a.log_weight_new[b]);
-    a.accepted[b] = accept ? 1 : 0;
-    if (!accept) continue;
-    for (int64_t j = 0; j < a.n_chi; ++j) a.chi[b * a.n_chi + j] = a.chi_new[b * a.n_chi + j];
-    for (int64_t j = 0; j < a.n_latent; ++j) {
-      a.latent[b * a.n_latent + j] = a.latent_new[b * a.n_latent + j];
-    }
-    a.energy[b] = a.energy_new[b];
-    a.log_weight[b] = a.log_weight_new[b];
-    a.accepted_count[b] += 1;
+    metropolis_chain_step(a, b, beta, seed, step);
   }
 }
 

@@ -37,4 +37,43 @@ PYSLICE_HD bool metropolis_accept(double log_uniform, double beta, double energy
   return log_uniform < log_accept;  // false for NaN
 }
 
+// The chain state and its proposal, all arrays contiguous, B chains. Updated in place where a
+// chain accepts: chi (B, n_chi), energy (B,), log_weight (B,), latent (B, n_latent) int64 and
+// accepted_count (B,) int64 (+1); accepted (B,) uint8 is written for every chain.
+template <typename Chi, typename Energy>
+struct MetropolisArrays {
+  Chi* chi;
+  const Chi* chi_new;
+  Energy* energy;
+  const Energy* energy_new;
+  Energy* log_weight;
+  const Energy* log_weight_new;
+  int64_t* latent;
+  const int64_t* latent_new;
+  int64_t* accepted_count;
+  uint8_t* accepted;
+  int64_t n_chains;
+  int64_t n_chi;
+  int64_t n_latent;
+};
+
+// Decide chain b and, if it accepts, copy its proposal into the state: the whole step of one
+// chain, run by the CPU loop and by each CUDA thread.
+template <typename Chi, typename Energy>
+PYSLICE_HD void metropolis_chain_step(const MetropolisArrays<Chi, Energy>& a, int64_t b,
+                                      double beta, uint64_t seed, uint64_t step) {
+  const double log_u = metropolis_log_uniform(seed, static_cast<uint64_t>(b), step);
+  const bool accept = metropolis_accept(log_u, beta, a.energy[b], a.energy_new[b],
+                                        a.log_weight[b], a.log_weight_new[b]);
+  a.accepted[b] = accept ? 1 : 0;
+  if (!accept) return;
+  for (int64_t j = 0; j < a.n_chi; ++j) a.chi[b * a.n_chi + j] = a.chi_new[b * a.n_chi + j];
+  for (int64_t j = 0; j < a.n_latent; ++j) {
+    a.latent[b * a.n_latent + j] = a.latent_new[b * a.n_latent + j];
+  }
+  a.energy[b] = a.energy_new[b];
+  a.log_weight[b] = a.log_weight_new[b];
+  a.accepted_count[b] += 1;
+}
+
 }  // namespace pyslice
