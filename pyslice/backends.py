@@ -136,11 +136,11 @@ _register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _
 
 # Force-field energy (pyslice.energy): (tables, positions (B, N, 3)) -> (B, 5) float64 per term;
 # energy_delta: (tables, positions, new_positions, moved (B, M) int64) -> (B, 5) float64.
-_register("energy", "cuda", "pyslice._energy_ops:energy_cuda", _F32_F64)
-_register("energy", "cpu", "pyslice._energy_ops:energy_cpu", _F32_F64)
+_register("energy", "cuda", "pyslice._ops:energy_cuda", _F32_F64)
+_register("energy", "cpu", "pyslice._ops:energy_cpu", _F32_F64)
 _register("energy", "reference", "pyslice.energy:energy_reference", _F32_F64)
-_register("energy_delta", "cuda", "pyslice._energy_ops:energy_delta_cuda", _F32_F64)
-_register("energy_delta", "cpu", "pyslice._energy_ops:energy_delta_cpu", _F32_F64)
+_register("energy_delta", "cuda", "pyslice._ops:energy_delta_cuda", _F32_F64)
+_register("energy_delta", "cpu", "pyslice._ops:energy_delta_cpu", _F32_F64)
 _register("energy_delta", "reference", "pyslice.energy:energy_delta_reference", _F32_F64)
 
 # Side-chain building (pyslice.geometry.SideChainBuilder.build):
