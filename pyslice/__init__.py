@@ -8,19 +8,36 @@ the failure is kept and raised, with build information, when a compiled path is 
 from pyslice.backends import BackendUnavailable
 from pyslice.distributions import FitResult, VonMises, VonMisesMixture
 from pyslice.energy import ForceFieldEnergy
+from pyslice.ensemble import Ensemble
 from pyslice.geometry import SideChainBuilder
 from pyslice.mcmc import ChainState, metropolis_step
+from pyslice.moves import Independence, Lifted, Move, RandomWalk
+from pyslice.proposals import MixtureProposal, Proposal, UniformProposal
+from pyslice.sampler import Sampler
 from pyslice.structure import Protein
+from pyslice.targets import ChiTarget, FunctionTarget, ProteinTarget
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
     "ChainState",
+    "ChiTarget",
+    "Ensemble",
     "FitResult",
     "ForceFieldEnergy",
+    "FunctionTarget",
+    "Independence",
+    "Lifted",
+    "MixtureProposal",
+    "Move",
     "Protein",
+    "ProteinTarget",
+    "Proposal",
+    "RandomWalk",
+    "Sampler",
     "SideChainBuilder",
+    "UniformProposal",
     "VonMises",
     "VonMisesMixture",
     "__version__",

@@ -47,8 +47,7 @@ import io
 import math
 import os
 import random
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 
 from pyslice import _checks
+from pyslice._io import atomic_write
 
 if TYPE_CHECKING:
     from openmm.app import ForceField, Topology
@@ -408,7 +408,7 @@ class Protein:
                 PDBFile.writeModel(self._topology, quantity, file, modelIndex=model, keepIds=True)
             PDBFile.writeFooter(self._topology, file)
 
-        _atomic_write(path, "w", write)
+        atomic_write(path, "w", write)
 
     def to_dcd(self, path: str | os.PathLike, positions: object) -> None:
         """Write a DCD trajectory: one frame per row of ``(B, N, 3)`` positions (or one frame for
@@ -426,7 +426,7 @@ class Protein:
             for frame in batch:
                 dcd.writeModel(unit.Quantity(frame, unit.nanometer))
 
-        _atomic_write(path, "wb", write)
+        atomic_write(path, "wb", write)
 
     def _batch(self, name: str, positions: object) -> np.ndarray:
         """``(B, N, 3) float64`` numpy positions from None, ``(N, 3)`` or ``(B, N, 3)``."""
@@ -995,26 +995,3 @@ def _relax_to_equilibrium(
     openmm.LocalEnergyMinimizer.minimize(context, 1e-3, 0)
     state = context.getState(getPositions=True)
     return np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"path: folder {target.parent} does not exist")
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "xb" if "b" in mode else "x") as file:
-            write(file)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

@@ -1,0 +1,30 @@
+"""Files appear whole or not at all: every writer goes through :func:`atomic_write`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"path: folder {target.parent} does not exist")
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, "xb" if "b" in mode else "x") as file:
+            write(file)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -1,0 +1,337 @@
+"""MCMC moves: each proposes one candidate per chain in the log-weight form of :mod:`pyslice.mcmc`.
+
+A move returns a :class:`Candidate`: the proposed ``chi``, which groups (residues) it changed, and
+the log-weights ``w`` of the current and the proposed state, so that every chain is accepted with
+``min(1, exp(-beta (U' - U) + w' - w))`` by the one fused Metropolis step:
+
+- :class:`RandomWalk`: a symmetric Gaussian step on one chi angle or on all chi angles of one
+  residue (w = 0). Step sizes are per chi column, adapted during warm-up toward a target acceptance
+  (Robbins-Monro on the log step size) and frozen afterwards, so sampling is exact.
+- :class:`Independence`: a draw from a :class:`~pyslice.proposals.Proposal`, of every residue or
+  of a random block of ``block`` residues (w = -log q of the block given the rest). Blocks keep the
+  acceptance from collapsing on large proteins, where q(x')/q(x) over all residues is tiny.
+- :class:`Lifted`: for proposals with latent component labels k (../shared/DESIGN.md formula 4):
+  the chain runs on (k, x) with target p(x) r(k | x). Before each lifted step the labels of the
+  chosen block are refreshed by a Gibbs draw from r(. | x), which leaves p(x) r(k | x) invariant
+  and lets every other move act on x alone; the step then uses w = log r(k | x) - log q(k, x).
+
+Randomness: each move draws from generators keyed by (sampler seed, stream, move, step), so a run
+is reproducible and a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from pyslice import _checks
+from pyslice.proposals import Proposal, generator
+
+__all__ = ["Candidate", "Independence", "Lifted", "Move", "MoveContext", "RandomWalk"]
+
+_TWO_PI = 2.0 * math.pi
+
+
+def wrap(x: torch.Tensor) -> torch.Tensor:
+    """Angles to [-pi, pi)."""
+    return torch.remainder(x + math.pi, _TWO_PI) - math.pi
+
+
+@dataclass
+class MoveContext:
+    """What a move needs to know about the target: sizes, grouping and device."""
+
+    n_chi: int
+    group: torch.Tensor  # (n_chi,) int64 group (residue) of each column
+    n_groups: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def columns_of(self, groups: torch.Tensor) -> torch.Tensor:
+        """(B, n_chi) bool: the columns of ``groups: (B, S)`` (-1 = none)."""
+        return (groups.unsqueeze(-1) == self.group.view(1, 1, -1)).any(1)
+
+
+@dataclass
+class Candidate:
+    """One proposal per chain. ``groups: (B, S)`` int64 changed groups, -1 padded (None: all may
+    change); ``log_weight``/``log_weight_new: (B,)`` float64 w of the current/proposed state;
+    ``latent``/``latent_new``: labels for lifted moves (None otherwise)."""
+
+    chi: torch.Tensor
+    groups: torch.Tensor | None
+    log_weight: torch.Tensor
+    log_weight_new: torch.Tensor
+    latent: torch.Tensor | None = None
+    latent_new: torch.Tensor | None = None
+
+
+class Move(ABC):
+    """A Metropolis-Hastings proposal mechanism; ``weight`` sets how often it is picked."""
+
+    name: str = "move"
+
+    def __init__(self, weight: float = 1.0, name: str | None = None) -> None:
+        self.weight = _checks.check_float("weight", weight, positive=True)
+        if name is not None:
+            self.name = str(name)
+        self.context: MoveContext | None = None
+
+    def bind(self, context: MoveContext) -> None:
+        """Called once by the sampler with the target's sizes (validates the move against them)."""
+        self.context = context
+
+    @property
+    def ctx(self) -> MoveContext:
+        if self.context is None:
+            raise RuntimeError(f"{self.name}: the move is not bound to a sampler yet")
+        return self.context
+
+    @abstractmethod
+    def propose(self, chi: torch.Tensor, key: int) -> Candidate:
+        """One candidate per row of ``chi: (B, n_chi)``; ``key`` is this step's random key."""
+
+    def adapt(self, candidate: Candidate, accepted: torch.Tensor, progress: float) -> None:
+        """Warm-up only: update tunable parameters from this step's decisions (default: none).
+        ``progress`` in [0, 1) is the position within the warm-up."""
+        return None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        return None
+
+    def pick_groups(self, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+        """(n, size) distinct random groups per chain."""
+        size = min(size, self.ctx.n_groups)
+        keys = torch.rand(n, self.ctx.n_groups, generator=gen, device=self.ctx.device)
+        return keys.topk(size, dim=1).indices
+
+
+class RandomWalk(Move):
+    """Gaussian random walk on one chi (``scope="chi"``) or one residue's chis (``"residue"``).
+
+    Args:
+        step_size: initial standard deviation in radians (per column; adapted in warm-up).
+        target_acceptance: the acceptance the warm-up adaptation aims at (0.44 is the optimum
+            for a one-dimensional Gaussian-like target; lower suits residue blocks).
+        adapt: whether to adapt during warm-up at all.
+        weight: relative frequency among the sampler's moves.
+    """
+
+    def __init__(
+        self,
+        scope: Literal["chi", "residue"] = "residue",
+        step_size: float = 0.5,
+        target_acceptance: float = 0.4,
+        adapt: bool = True,
+        weight: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        if scope not in ("chi", "residue"):
+            raise ValueError(f"scope must be 'chi' or 'residue', got {scope!r}")
+        super().__init__(weight, name or f"random_walk_{scope}")
+        self.scope = scope
+        self.initial_step = _checks.check_float("step_size", step_size, positive=True)
+        self.target_acceptance = _checks.check_float("target_acceptance", target_acceptance)
+        if not 0.0 < self.target_acceptance < 1.0:
+            raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance}")
+        self.adaptive = bool(adapt)
+        self.log_step = torch.empty(0)
+        self.adapt_steps = 0
+
+    def bind(self, context: MoveContext) -> None:
+        super().bind(context)
+        self.log_step = torch.full(
+            (context.n_chi,),
+            math.log(self.initial_step),
+            dtype=torch.float64,
+            device=context.device,
+        )
+
+    @property
+    def step_size(self) -> torch.Tensor:
+        """(n_chi,) current step sizes in radians."""
+        return self.log_step.exp()
+
+    def propose(self, chi: torch.Tensor, key: int) -> Candidate:
+        ctx = self.ctx
+        n = chi.shape[0]
+        gen = generator(ctx.device, key)
+        if self.scope == "chi":
+            column = torch.randint(ctx.n_chi, (n,), generator=gen, device=ctx.device)
+            moved = torch.zeros(n, ctx.n_chi, dtype=torch.bool, device=ctx.device)
+            moved[torch.arange(n, device=ctx.device), column] = True
+            groups = ctx.group[column].unsqueeze(1)
+        else:
+            groups = self.pick_groups(n, 1, gen)
+            moved = ctx.columns_of(groups)
+        noise = torch.randn(n, ctx.n_chi, generator=gen, device=ctx.device, dtype=torch.float64)
+        step = torch.where(moved, noise * self.step_size, 0.0)
+        chi_new = wrap(chi + step.to(chi.dtype))
+        zero = torch.zeros(n, dtype=torch.float64, device=ctx.device)
+        candidate = Candidate(chi_new, groups, zero, zero)
+        candidate.moved_columns = moved  # type: ignore[attr-defined]  # for adapt()
+        return candidate
+
+    def adapt(self, candidate: Candidate, accepted: torch.Tensor, progress: float) -> None:
+        if not self.adaptive:
+            return
+        moved = candidate.moved_columns.to(torch.float64)  # type: ignore[attr-defined]
+        tries = moved.sum(0)
+        rate = (moved * accepted.to(torch.float64).unsqueeze(1)).sum(0) / tries.clamp_min(1.0)
+        # Robbins-Monro on log step size with a decaying gain; columns not tried keep their size.
+        self.adapt_steps += 1
+        gain = 2.0 / (1.0 + self.adapt_steps / 20.0) ** 0.6
+        update = torch.where(tries > 0, gain * (rate - self.target_acceptance), 0.0)
+        self.log_step = (self.log_step + update).clamp(math.log(1e-3), math.log(math.pi))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "log_step": self.log_step.clone(),
+            "adapt_steps": torch.tensor(self.adapt_steps),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.log_step = state["log_step"].to(self.ctx.device, torch.float64).clone()
+        self.adapt_steps = int(state["adapt_steps"])
+
+
+class _ProposalMove(Move):
+    """Shared parts of the independence and lifted moves: the proposal and the block size."""
+
+    def __init__(
+        self, proposal: Proposal, block: int | None, weight: float, name: str | None
+    ) -> None:
+        if not isinstance(proposal, Proposal):
+            raise TypeError(
+                f"proposal must be a pyslice.proposals.Proposal, got {type(proposal).__name__}"
+            )
+        super().__init__(weight, name)
+        self.proposal = proposal
+        self.block = None if block is None else _checks.check_int("block", block, low=1)
+
+    def bind(self, context: MoveContext) -> None:
+        super().bind(context)
+        proposal = self.proposal
+        if proposal.n_chi != context.n_chi:
+            raise ValueError(
+                f"{self.name}: the proposal has n_chi={proposal.n_chi} but the target has "
+                f"{context.n_chi} chi angles"
+            )
+        if proposal.device != context.device:
+            raise ValueError(
+                f"{self.name}: the proposal is on {proposal.device}, the sampler on "
+                f"{context.device}"
+            )
+        # Block moves score q(x_S | rest) by the proposal's groups: each must sit in one residue.
+        if proposal.n_chi:
+            pairs = torch.unique(torch.stack([proposal.group, context.group]), dim=1)
+            if torch.unique(pairs[0]).numel() != pairs.shape[1]:
+                raise ValueError(
+                    f"{self.name}: a proposal group spans several residues; block moves need "
+                    "proposal groups within residues"
+                )
+
+    def _block(self, n: int, key: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(groups (n, S), columns (n, n_chi)) of this step's blocks, or (None, None) for all."""
+        if self.block is None or self.block >= self.ctx.n_groups:
+            return None, None
+        groups = self.pick_groups(n, self.block, generator(self.ctx.device, key, 0x626C6B))
+        return groups, self.ctx.columns_of(groups)
+
+    def _checked(self, name: str, value: torch.Tensor, n: int) -> torch.Tensor:
+        """Proposal outputs must be finite (log q may be -inf only where q is 0)."""
+        if value.shape[0] != n:
+            raise ValueError(
+                f"{self.name}: the proposal returned {name} with {value.shape[0]} rows, not {n}"
+            )
+        if bool(torch.isnan(value).any()):
+            raise ValueError(
+                f"{self.name}: the proposal {type(self.proposal).__name__} returned NaN in {name}"
+            )
+        return value
+
+
+class Independence(_ProposalMove):
+    """Independence Metropolis-Hastings from ``proposal`` (all residues, or blocks of ``block``
+    random residues per chain): w = -log q(x_S | x_rest)."""
+
+    def __init__(
+        self,
+        proposal: Proposal,
+        block: int | None = None,
+        weight: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(proposal, block, weight, name or f"independence_{block or 'all'}")
+
+    def propose(self, chi: torch.Tensor, key: int) -> Candidate:
+        n = chi.shape[0]
+        groups, columns = self._block(n, key)
+        if columns is None:
+            draw = self.proposal.sample(n, seed=key)
+            log_q = self.proposal.log_prob(chi)
+            chi_new = draw.chi
+        else:
+            draw = self.proposal.sample_block(chi, columns, seed=key)
+            log_q = self.proposal.block_log_prob(chi, columns)
+            chi_new = draw.chi
+        chi_new = self._checked("chi", chi_new, n).to(chi.dtype)
+        if not bool(torch.isfinite(chi_new).all()):
+            raise ValueError(f"{self.name}: the proposal returned non-finite chi angles")
+        # log q(x') is recomputed marginally (a mixture's draw.log_q is joint with its labels).
+        log_q_new = (
+            self.proposal.log_prob(chi_new)
+            if columns is None
+            else self.proposal.block_log_prob(chi_new, columns)
+        )
+        log_q_new = self._checked("log_q", log_q_new.to(torch.float64), n)
+        return Candidate(wrap(chi_new), groups, -log_q.to(torch.float64), -log_q_new)
+
+
+class Lifted(_ProposalMove):
+    """Lifted MH with a latent-label proposal (``proposal.n_latent > 0``): labels refreshed from
+    r(. | x) (``proposal.latent_log_prob`` / ``sample_latent``), then (k', x') ~ q accepted with
+    w = log r(k | x) - log q(k, x) over the block (all residues when ``block`` is None)."""
+
+    def __init__(
+        self,
+        proposal: Proposal,
+        block: int | None = None,
+        weight: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(proposal, block, weight, name or f"lifted_{block or 'all'}")
+        if proposal.n_latent <= 0:
+            raise ValueError("Lifted needs a proposal with latent labels (proposal.n_latent > 0)")
+
+    def propose(self, chi: torch.Tensor, key: int) -> Candidate:
+        n = chi.shape[0]
+        groups, columns = self._block(n, key)
+        latent = self.proposal.sample_latent(chi, seed=key, offset=1)
+        if columns is None:
+            draw = self.proposal.sample(n, seed=key)
+            log_q = self.proposal.log_prob(chi, latent)
+            log_q_new = draw.log_q
+            latent_new = draw.latent
+        else:
+            draw = self.proposal.sample_block(chi, columns, seed=key)
+            block_groups = draw.latent >= 0
+            latent = torch.where(block_groups, latent, -1)
+            log_q = self.proposal.block_log_prob(chi, columns, latent)
+            log_q_new = draw.log_q
+            latent_new = draw.latent
+        chi_new = self._checked("chi", draw.chi, n).to(chi.dtype)
+        log_r = self.proposal.latent_log_prob(chi, latent, columns)
+        log_r_new = self.proposal.latent_log_prob(chi_new, latent_new, columns)
+        log_weight = self._checked("log r - log q", (log_r - log_q).to(torch.float64), n)
+        log_weight_new = self._checked(
+            "log r - log q", (log_r_new - log_q_new).to(torch.float64), n
+        )
+        return Candidate(wrap(chi_new), groups, log_weight, log_weight_new, latent, latent_new)

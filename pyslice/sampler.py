@@ -1,0 +1,582 @@
+"""The Sampler: thousands of parallel Metropolis-Hastings chains over side-chain chi angles.
+
+Every step, one move (picked at random by weight, the same for all chains) proposes a candidate per
+chain; the target scores it (a delta over the changed residues' atoms when only a few residues
+move); the fused Metropolis step (:func:`pyslice.mcmc.metropolis_step`) accepts or rejects every
+chain in place. Every move leaves exp(-U/kT) invariant, so their random mixture does too, and the
+chains sample the Boltzmann distribution exactly (up to convergence, which ``Ensemble.rhat()``
+and ``Ensemble.ess()`` measure).
+
+Randomness is counter-based and keyed by (seed, stream, move, step): a run is reproducible from its
+seed, and a run resumed from a checkpoint continues bit for bit as if never interrupted. Under
+``torch.distributed`` (torchrun), ``n_chains`` are split over the ranks, rank r uses stream r, and
+``run()`` gathers the ensemble on rank 0 (other ranks get None).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyslice import _checks
+from pyslice._io import atomic_write
+from pyslice._progress import ProgressBar
+from pyslice.ensemble import Ensemble
+from pyslice.mcmc import ChainState, metropolis_step
+from pyslice.moves import Independence, Move, MoveContext, RandomWalk
+from pyslice.proposals import Proposal, UniformProposal, derive_seed
+from pyslice.targets import ChiTarget, ProteinTarget
+
+__all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler"]
+
+#: Molar gas constant R = N_A k_B in kJ/(mol K) (CODATA 2018, as OpenMM uses).
+BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
+
+_CHECKPOINT_FORMAT = "pyslice-checkpoint-1"
+_MOVE_CHOICE, _METROPOLIS, _INIT = 0x6D6F7665, 0x6D657472, 0x696E6974
+
+
+class Sampler:
+    """Parallel MCMC chains sampling side chains from exp(-U / kT).
+
+    Args:
+        protein: a :class:`~pyslice.Protein` (its movable residues' chi angles are sampled), or
+            any :class:`~pyslice.targets.ChiTarget` (e.g. a FunctionTarget: an analytic energy of
+            the angles; then ``energy`` must be None).
+        energy: a :class:`~pyslice.ForceFieldEnergy` of the protein (default: amber14 on
+            ``device``).
+        proposal: the :class:`~pyslice.proposals.Proposal` of the default independence move
+            (default: uniform angles, which needs no training data).
+        temperature: kelvin, > 0.
+        n_chains: number of chains (in total, over all ranks when distributed), >= 1.
+        moves: the moves with their weights (default: a residue random walk and a one-residue
+            independence move from ``proposal``, equal weights).
+        seed: 0 <= seed < 2^64.
+        device: where chains live (default: the energy's device, else CPU).
+        init: ``"reference"`` (every chain starts from the protein's own conformation),
+            ``"proposal"`` (independent draws from ``proposal``: over-dispersed starts for R-hat),
+            or a tensor (n_chi,) or (n_chains, n_chi) of angles.
+        refresh_every: recompute the chains' full energies every this many steps (moves update
+            them by differences; this keeps the reported energies free of round-off drift; the
+            acceptance decisions never depend on it). None: only at the end of each run.
+    """
+
+    def __init__(
+        self,
+        protein: Any,
+        energy: Any = None,
+        proposal: Proposal | None = None,
+        temperature: float = 300.0,
+        n_chains: int = 1024,
+        moves: Sequence[Move] | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        *,
+        init: str | torch.Tensor = "reference",
+        refresh_every: int | None = 1000,
+    ) -> None:
+        self.temperature = _checks.check_float("temperature", temperature, positive=True)
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be finite, got {temperature}")
+        self.beta = 1.0 / (BOLTZMANN_KJ_PER_MOL_K * self.temperature)
+        total = _checks.check_int("n_chains", n_chains, low=1)
+        self.seed = _checks.check_int("seed", seed, low=0, high=_checks.MAX_SEED)
+        self.refresh_every = (
+            None
+            if refresh_every is None
+            else _checks.check_int("refresh_every", refresh_every, low=1)
+        )
+        self.rank, self.world_size = _distributed_rank()
+        if total < self.world_size:
+            raise ValueError(
+                f"n_chains ({total}) must be at least the number of ranks ({self.world_size})"
+            )
+        self.total_chains = total
+        self.chain_offset = self.rank * total // self.world_size
+        self.n_chains = (self.rank + 1) * total // self.world_size - self.chain_offset
+        self.stream = self.rank
+
+        self.target = _make_target(protein, energy, device)
+        self.device = self.target.device
+        if proposal is None:
+            proposal = UniformProposal(
+                self.target.n_chi, self.target.group, dtype=self.target.dtype, device=self.device
+            )
+        elif not isinstance(proposal, Proposal):
+            raise TypeError(
+                f"proposal must be a pyslice.proposals.Proposal, got {type(proposal).__name__}"
+            )
+        self.proposal = proposal
+        if moves is None:
+            moves = [RandomWalk("residue"), Independence(proposal, block=1)]
+        self.moves = _check_moves(moves)
+        context = MoveContext(
+            self.target.n_chi,
+            self.target.group,
+            self.target.n_groups,
+            self.device,
+            self.target.dtype,
+        )
+        for move in self.moves:
+            move.bind(context)
+        self._weights = np.array([m.weight for m in self.moves], dtype=np.float64)
+        self._cumulative = np.cumsum(self._weights / self._weights.sum())
+
+        self.step = 0
+        chi = self._initial_chi(init)
+        energy0, self._cache = self.target.energy(chi)
+        n_latent = max(
+            (m.proposal.n_latent for m in self.moves if hasattr(m, "proposal")), default=0
+        )
+        latent = torch.full((self.n_chains, n_latent), -1, dtype=torch.int64, device=self.device)
+        self.state = ChainState.create(chi, energy0, latent=latent)
+        self._interrupted = False
+
+    # ------------------------------------------------------------------ set-up
+
+    def _initial_chi(self, init: str | torch.Tensor) -> torch.Tensor:
+        n, target = self.n_chains, self.target
+        if isinstance(init, torch.Tensor):
+            chi = init.to(self.device, target.dtype)
+            if chi.shape == (target.n_chi,):
+                chi = chi.expand(n, -1)
+            elif chi.shape == (self.total_chains, target.n_chi):
+                chi = chi[self.chain_offset : self.chain_offset + n]
+            else:
+                raise ValueError(
+                    f"init must have shape ({target.n_chi},) or ({self.total_chains}, "
+                    f"{target.n_chi}), got {tuple(init.shape)}"
+                )
+            _checks.require_finite("init", chi)
+            return chi.contiguous().clone()
+        if init == "reference":
+            return target.reference_chi.expand(n, -1).contiguous().clone()
+        if init == "proposal":
+            key = derive_seed(self.seed, self.stream, _INIT)
+            return self.proposal.sample(n, seed=key).chi.to(target.dtype).contiguous()
+        raise ValueError(f"init must be 'reference', 'proposal' or a tensor, got {init!r}")
+
+    def __repr__(self) -> str:
+        moves = ", ".join(f"{m.name} (w={m.weight:g})" for m in self.moves)
+        return (
+            f"Sampler(n_chi={self.target.n_chi}, chains={self.n_chains}, "
+            f"T={self.temperature} K, device={self.device}, moves: {moves})"
+        )
+
+    @property
+    def chi(self) -> torch.Tensor:
+        """(n_chains, n_chi) current angles (this rank's chains)."""
+        return self.state.chi
+
+    @property
+    def energy(self) -> torch.Tensor:
+        """(n_chains,) float64 current energies, kJ/mol."""
+        return self.state.energy
+
+    # ------------------------------------------------------------------ one step
+
+    def _pick_move(self, step: int) -> int:
+        u = derive_seed(self.seed, self.stream, _MOVE_CHOICE, step) / 2.0**64
+        return min(int(np.searchsorted(self._cumulative, u, side="right")), len(self.moves) - 1)
+
+    def _step(self, warmup_progress: float | None) -> tuple[int, Any, torch.Tensor]:
+        """Advance every chain by one step; returns (move index, candidate, accepted mask)."""
+        t = self.step
+        index = self._pick_move(t)
+        move = self.moves[index]
+        candidate = move.propose(self.state.chi, derive_seed(self.seed, self.stream, index, t))
+        energy_new, cache_new = self.target.energy_new(
+            self._cache, self.state.energy, candidate.chi, candidate.groups
+        )
+        self.state.log_weight.copy_(candidate.log_weight)
+        latent_new = None
+        if candidate.latent is not None and self.state.latent.shape[1]:
+            self.state.latent.copy_(candidate.latent)
+            latent_new = candidate.latent_new
+        accepted = metropolis_step(
+            self.state,
+            candidate.chi,
+            energy_new,
+            candidate.log_weight_new,
+            latent_new,
+            beta=self.beta,
+            seed=derive_seed(self.seed, self.stream, _METROPOLIS),
+            step=t,
+        )
+        self._cache = self.target.accept(self._cache, cache_new, accepted)
+        if warmup_progress is not None:
+            move.adapt(candidate, accepted, warmup_progress)
+        self.step = t + 1
+        if self.refresh_every is not None and self.step % self.refresh_every == 0:
+            self._refresh_energy()
+        return index, candidate, accepted
+
+    def _refresh_energy(self) -> None:
+        energy, self._cache = self.target.energy(self.state.chi)
+        self.state.energy.copy_(energy)
+
+    # ------------------------------------------------------------------ run
+
+    def run(
+        self,
+        n_steps: int,
+        warmup: int = 0,
+        thin: int = 1,
+        progress: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+    ) -> Ensemble | None:
+        """Run ``warmup`` adaptation steps (not recorded), then ``n_steps`` steps recording every
+        ``thin``-th state. Returns the :class:`Ensemble` (n_steps // thin draws per chain; on
+        rank 0 when distributed, None on other ranks).
+
+        ``checkpoint``: a file path. If it exists and holds this sampler's unfinished run with the
+        same arguments, the run resumes from it (bit-identically to an uninterrupted run);
+        otherwise a new run starts and writes it every ``checkpoint_every`` steps (default: about
+        every 5% of the run), on Ctrl-C (then KeyboardInterrupt is re-raised) and on an error
+        raised between steps. It is kept after the run finishes; delete it to start afresh.
+        """
+        n_steps = _checks.check_int("n_steps", n_steps, low=0)
+        warmup = _checks.check_int("warmup", warmup, low=0)
+        thin = _checks.check_int("thin", thin, low=1)
+        total = warmup + n_steps
+        if checkpoint_every is None:
+            checkpoint_every = max(1, total // 20)
+        checkpoint_every = _checks.check_int("checkpoint_every", checkpoint_every, low=1)
+        path = None if checkpoint is None else Path(checkpoint)
+        if path is not None and not path.parent.is_dir():
+            raise FileNotFoundError(f"checkpoint: folder {path.parent} does not exist")
+        n_draws = n_steps // thin
+        run = _RunRecord.empty(self, n_draws, dict(n_steps=n_steps, warmup=warmup, thin=thin))
+        if path is not None and path.exists():
+            run = self._load_checkpoint(path, run)
+
+        bar = ProgressBar(total, self.total_chains, progress and self.rank == 0)
+        bar.begin(run.done)
+        with _DeferredInterrupt() as interrupt:
+            try:
+                while run.done < total:
+                    in_warmup = run.done < warmup
+                    index, candidate, accepted = self._step(
+                        run.done / warmup if in_warmup else None
+                    )
+                    if not in_warmup:
+                        run.count(index, candidate.groups, accepted, self.target.n_groups)
+                        taken = run.done - warmup + 1
+                        if taken % thin == 0 and taken // thin <= n_draws:
+                            run.record(taken // thin - 1, self.state)
+                    run.done += 1
+                    if path is not None and (run.done % checkpoint_every == 0):
+                        self._save_checkpoint(path, run)
+                    if interrupt.requested:
+                        raise KeyboardInterrupt
+                    if bar.due():
+                        bar.update(
+                            run.done,
+                            "warm-up" if run.done <= warmup else "sampling",
+                            run.acceptance(),
+                            float(self.state.energy.mean()),
+                        )
+            except BaseException:
+                bar.close()
+                if path is not None:
+                    self._save_checkpoint(path, run)
+                raise
+        bar.close()
+        if self.refresh_every is not None:
+            self._refresh_energy()
+        if path is not None and run.done != run.saved_at:
+            self._save_checkpoint(path, run)
+        return self._gather(run.to_ensemble(self))
+
+    def _gather(self, local: Ensemble) -> Ensemble | None:
+        if self.world_size == 1:
+            return local
+        import torch.distributed as dist
+
+        parts: list[Ensemble] | None = [None] * self.world_size if self.rank == 0 else None  # type: ignore[list-item]
+        dist.gather_object(local, parts, dst=0)
+        if self.rank != 0:
+            return None
+        return Ensemble.concatenate_chains(parts)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "n_chains": self.n_chains,
+            "total_chains": self.total_chains,
+            "stream": self.stream,
+            "n_chi": self.target.n_chi,
+            "seed": self.seed,
+            "temperature": self.temperature,
+            "moves": [(type(m).__name__, m.name, m.weight) for m in self.moves],
+            "dtype": str(self.target.dtype),
+            "refresh_every": self.refresh_every,
+        }
+
+    def _save_checkpoint(self, path: Path, run: _RunRecord) -> None:
+        payload = {
+            "format": _CHECKPOINT_FORMAT,
+            "fingerprint": self._fingerprint(),
+            "plan": run.plan,
+            "run": run.state_dict(),
+            "step": self.step,
+            "state": {
+                name: getattr(self.state, name).cpu()
+                for name in ("chi", "energy", "log_weight", "latent", "accepted")
+            },
+            "moves": [m.state_dict() for m in self.moves],
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        target = path if self.world_size == 1 else path.with_name(f"{path.name}.rank{self.rank}")
+        atomic_write(target, "wb", lambda file: file.write(buffer.getvalue()))
+        run.saved_at = run.done
+
+    def _load_checkpoint(self, path: Path, fresh: _RunRecord) -> _RunRecord:
+        source = path if self.world_size == 1 else path.with_name(f"{path.name}.rank{self.rank}")
+        try:
+            payload = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 (any unreadable file is the same user error)
+            raise ValueError(f"checkpoint: cannot read {source}: {exc}") from None
+        if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint: {source} is not a pyslice checkpoint")
+        mine = self._fingerprint()
+        theirs = payload["fingerprint"]
+        differs = [k for k in mine if mine[k] != theirs.get(k)]
+        if differs:
+            raise ValueError(
+                f"checkpoint: {source} belongs to a different sampler ({', '.join(differs)} "
+                "differ); delete it or pass another path"
+            )
+        if payload["plan"] != fresh.plan:
+            raise ValueError(
+                f"checkpoint: {source} was written by run({payload['plan']}), not run("
+                f"{fresh.plan}); call run() with the same n_steps, warmup and thin to resume"
+            )
+        for name, value in payload["state"].items():
+            getattr(self.state, name).copy_(value.to(self.device))
+        for move, state in zip(self.moves, payload["moves"], strict=True):
+            move.load_state_dict(state)
+        self.step = int(payload["step"])
+        self._cache = self.target.cache_from_chi(self.state.chi)
+        fresh.load_state_dict(payload["run"])
+        return fresh
+
+
+class _RunRecord:
+    """What one run() accumulates: recorded draws, acceptance counts, steps done."""
+
+    def __init__(self) -> None:
+        self.plan: dict[str, int] = {}
+        self.done = 0
+        self.saved_at = -1
+        self.recorded = 0
+        self.chi = torch.empty(0)
+        self.energy = torch.empty(0)
+        self.proposed = np.zeros(0, dtype=np.int64)
+        self.accepted = np.zeros(0, dtype=np.int64)
+        self.group_proposed = torch.empty(0)
+        self.group_accepted = torch.empty(0)
+        self.names: list[str] = []
+
+    @classmethod
+    def empty(cls, sampler: Sampler, n_draws: int, plan: dict[str, int]) -> _RunRecord:
+        self = cls()
+        self.plan = plan
+        self.names = _unique_names([m.name for m in sampler.moves])
+        n, n_chi, groups = sampler.n_chains, sampler.target.n_chi, sampler.target.n_groups
+        self.chi = torch.empty(n_draws, n, n_chi, dtype=torch.float32)
+        self.energy = torch.empty(n_draws, n, dtype=torch.float64)
+        self.proposed = np.zeros(len(sampler.moves), dtype=np.int64)
+        self.accepted = np.zeros(len(sampler.moves), dtype=np.int64)
+        self.group_proposed = torch.zeros(
+            len(sampler.moves), groups, dtype=torch.int64, device=sampler.device
+        )
+        self.group_accepted = torch.zeros_like(self.group_proposed)
+        return self
+
+    def count(
+        self, index: int, groups: torch.Tensor | None, accepted: torch.Tensor, n_groups: int
+    ) -> None:
+        n = accepted.shape[0]
+        self.proposed[index] += n
+        self.accepted[index] += int(accepted.sum())
+        if groups is None:
+            self.group_proposed[index] += n
+            self.group_accepted[index] += accepted.sum()
+            return
+        valid = groups >= 0
+        rows = groups.clamp_min(0)[valid]
+        self.group_proposed[index].index_add_(0, rows, torch.ones_like(rows))
+        hits = accepted.unsqueeze(1).expand_as(groups)[valid].to(torch.int64)
+        self.group_accepted[index].index_add_(0, rows, hits)
+
+    def record(self, draw: int, state: ChainState) -> None:
+        self.chi[draw] = state.chi.detach().to("cpu", torch.float32)
+        self.energy[draw] = state.energy.detach().to("cpu", torch.float64)
+        self.recorded = draw + 1
+
+    def acceptance(self) -> dict[str, float]:
+        return {
+            name: (a / p if p else float("nan"))
+            for name, p, a in zip(self.names, self.proposed, self.accepted, strict=True)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "recorded": self.recorded,
+            "chi": self.chi[: self.recorded].clone(),
+            "energy": self.energy[: self.recorded].clone(),
+            "proposed": torch.from_numpy(self.proposed.copy()),
+            "accepted": torch.from_numpy(self.accepted.copy()),
+            "group_proposed": self.group_proposed.cpu(),
+            "group_accepted": self.group_accepted.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = int(state["done"])
+        self.recorded = int(state["recorded"])
+        self.chi[: self.recorded] = state["chi"]
+        self.energy[: self.recorded] = state["energy"]
+        self.proposed = state["proposed"].numpy().copy()
+        self.accepted = state["accepted"].numpy().copy()
+        device = self.group_proposed.device
+        self.group_proposed = state["group_proposed"].to(device)
+        self.group_accepted = state["group_accepted"].to(device)
+        self.saved_at = self.done
+
+    def to_ensemble(self, sampler: Sampler) -> Ensemble:
+        target = sampler.target
+        group = target.group.cpu()
+        chi_names = []
+        for column in range(target.n_chi):
+            previous = int((group[:column] == group[column]).sum())
+            chi_names.append(f"{target.group_names[int(group[column])]} chi{previous + 1}")
+        meta = {
+            "seed": sampler.seed,
+            "n_chains": sampler.total_chains,
+            "moves": [
+                {"name": name, "type": type(m).__name__, "weight": m.weight}
+                for name, m in zip(self.names, sampler.moves, strict=True)
+            ],
+            **self.plan,
+            "first_step": sampler.step - self.done,
+        }
+        return Ensemble(
+            chi=self.chi[: self.recorded],
+            energy=self.energy[: self.recorded],
+            move_counts={
+                name: (int(p), int(a))
+                for name, p, a in zip(self.names, self.proposed, self.accepted, strict=True)
+            },
+            group_counts={
+                name: torch.stack([self.group_proposed[k], self.group_accepted[k]]).cpu()
+                for k, name in enumerate(self.names)
+            },
+            group_names=list(target.group_names),
+            chi_group=group,
+            chi_names=chi_names,
+            pi_periodic=target.pi_periodic.cpu(),
+            temperature=sampler.temperature,
+            meta=meta,
+            reference_pdb=_reference_pdb(target),
+        )
+
+
+class _DeferredInterrupt:
+    """Turns Ctrl-C into a flag checked between steps, so a step is never cut in half (the state
+    and the recorded draws stay consistent and the checkpoint resumes bit-identically). A second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _distributed_rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _make_target(protein: Any, energy: Any, device: torch.device | str | None) -> ChiTarget:
+    if isinstance(protein, ChiTarget):
+        if energy is not None:
+            raise ValueError("energy must be None when protein is a ChiTarget (it is the energy)")
+        if device is not None and torch.device(device) != protein.device:
+            raise ValueError(f"device {device} differs from the target's {protein.device}")
+        return protein
+    if not hasattr(protein, "builder") or not hasattr(protein, "topology"):
+        raise TypeError(
+            f"protein must be a pyslice.Protein or a ChiTarget, got {type(protein).__name__}"
+        )
+    if protein.n_chi == 0:
+        raise ValueError("protein has no movable chi angles: nothing to sample")
+    if energy is None:
+        from pyslice.energy import ForceFieldEnergy
+
+        energy = ForceFieldEnergy(protein, device=device)
+    elif device is not None and torch.device(device) != energy.device:
+        raise ValueError(f"device {device} differs from the energy's device {energy.device}")
+    return ProteinTarget(protein, energy)
+
+
+def _check_moves(moves: Sequence[Move]) -> list[Move]:
+    if isinstance(moves, Move):
+        moves = [moves]
+    moves = list(moves)
+    if not moves:
+        raise ValueError("moves must hold at least one move")
+    for k, move in enumerate(moves):
+        if not isinstance(move, Move):
+            raise TypeError(f"moves[{k}] must be a pyslice.moves.Move, got {type(move).__name__}")
+    if len({id(m) for m in moves}) != len(moves):
+        raise ValueError("moves must not list the same Move object twice")
+    return moves
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        candidate, k = name, 2
+        while candidate in out:
+            candidate, k = f"{name}_{k}", k + 1
+        out.append(candidate)
+    return out
+
+
+def _reference_pdb(target: ChiTarget) -> str | None:
+    if not isinstance(target, ProteinTarget):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "reference.pdb"
+        target.protein.to_pdb(file)
+        return file.read_text()
