@@ -1,9 +1,10 @@
 """The ``pyslice`` command.
 
-Commands so far: ``info`` (versions, compiled features, usable backends and devices, and why the
-others are not) and ``mixture`` (draw from a von Mises mixture and fit it back by EM; with no
-arguments it uses a built-in lysine-chi1-like mixture). Errors print one line on stderr and exit
-with status 2; ``--debug`` shows the traceback.
+Commands: ``sample`` (the main job: Boltzmann-sample the side chains of a structure, or of a
+built-in peptide when none is given, and write the ensemble, structures, a trajectory, a summary
+and a report), ``info`` (versions, compiled features, usable backends and devices, and why the
+others are not) and ``mixture`` (draw from a von Mises mixture and fit it back by EM). Errors
+print one line on stderr and exit with status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -25,6 +27,10 @@ from pyslice.distributions import VonMisesMixture
 DEFAULT_MIXTURE_DEGREES = (62.0, -177.0, -65.0)
 DEFAULT_MIXTURE_WEIGHTS = (0.12, 0.33, 0.55)
 DEFAULT_MIXTURE_CONCENTRATIONS = (18.0, 25.0, 30.0)
+
+#: The built-in input of ``pyslice sample``: a 15-residue peptide with 14 different side-chain
+#: types (36 chi angles), built as an ideal alpha helix with charged termini.
+DEFAULT_SEQUENCE = "EKLFWVQDYRSTKMH"
 
 
 def info() -> dict:
@@ -130,10 +136,117 @@ def _run_mixture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_structure(args: argparse.Namespace):
+    from pyslice.structure import Protein
+
+    forcefield = tuple(args.forcefield)
+    if args.structure is None:
+        print(f"input: built-in peptide {DEFAULT_SEQUENCE} (ideal helix)")
+        return Protein.from_sequence(DEFAULT_SEQUENCE, forcefield=forcefield)
+    path = Path(args.structure)
+    if not path.is_file():
+        raise FileNotFoundError(f"STRUCTURE: no such file: {path}")
+    reader = Protein.from_pdbx if path.suffix.lower() in (".cif", ".pdbx") else Protein.from_pdb
+    return reader(path, forcefield=forcefield)
+
+
+def _make_proposal(kind: str, protein, device: torch.device):
+    if kind == "uniform":
+        return None  # the Sampler's default
+    if kind == "library":
+        from pyslice.rotamers import RotamerLibrary
+
+        return RotamerLibrary.default().proposal(protein, device=device)
+    raise ValueError(
+        f"--proposal {kind}: the side-chain transformer is not available in this version "
+        "(use uniform or library)"
+    )
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from pyslice.energy import ForceFieldEnergy
+    from pyslice.report import write_outputs
+    from pyslice.sampler import Sampler
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    protein = _load_structure(args)
+    print(
+        f"structure: {protein.n_residues} residues, {protein.n_atoms} atoms, "
+        f"{protein.n_chi} chi angles in {len(protein.movable)} movable residues"
+    )
+    energy = ForceFieldEnergy(protein, forcefield=tuple(args.forcefield), device=device)
+    proposal = _make_proposal(args.proposal, protein, device)
+    sampler = Sampler(
+        protein,
+        energy,
+        proposal=proposal,
+        temperature=args.temperature,
+        n_chains=args.chains,
+        seed=args.seed,
+        device=device,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        print(f"resuming from {checkpoint}")
+    start = time.perf_counter()
+    try:
+        ensemble = sampler.run(
+            args.steps,
+            warmup=args.warmup,
+            thin=args.thin,
+            progress=not args.quiet,
+            checkpoint=checkpoint,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"pyslice: interrupted; the run is saved in {checkpoint}: run the same command again "
+            "to resume it",
+            file=sys.stderr,
+        )
+        return 130
+    elapsed = time.perf_counter() - start
+    chain_steps = (args.steps + args.warmup) * args.chains
+    extra = {
+        "input": args.structure or f"built-in peptide {DEFAULT_SEQUENCE}",
+        "proposal": args.proposal,
+        "forcefield": list(args.forcefield),
+        "device": str(device),
+        "seconds": elapsed,
+        "chain_steps_per_second": chain_steps / max(elapsed, 1e-12),
+    }
+    paths = write_outputs(ensemble, protein, out, proposal=sampler.proposal, extra=extra)
+    checkpoint.unlink(missing_ok=True)
+    summary = ensemble.summary()
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in ensemble.acceptance.items())
+    print(f"sampled {ensemble.n_draws} draws x {ensemble.n_chains} chains in {elapsed:.1f} s")
+    print(f"acceptance: {acc}")
+    print(
+        f"R-hat max {summary['rhat_max']:.3f}, bulk ESS min {summary['ess_bulk_min']:.0f}, "
+        f"mean energy {summary['energy_mean']:.1f} kJ/mol"
+        if summary["rhat_max"] is not None
+        else "too few draws for R-hat/ESS"
+    )
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -142,6 +255,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pyslice {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p_sample = sub.add_parser(
+        "sample",
+        help="Boltzmann-sample side chains (built-in peptide when no STRUCTURE is given)",
+    )
+    p_sample.add_argument(
+        "structure",
+        nargs="?",
+        default=None,
+        metavar="STRUCTURE",
+        help="PDB or PDBx/mmCIF file (default: a built-in peptide)",
+    )
+    p_sample.add_argument("--chains", type=_positive_int, default=256)
+    p_sample.add_argument(
+        "--steps",
+        type=_non_negative_int,
+        default=500,
+        help="recorded steps after warm-up (default 500)",
+    )
+    p_sample.add_argument(
+        "--warmup",
+        type=_non_negative_int,
+        default=200,
+        help="adaptation steps, not recorded (default 200)",
+    )
+    p_sample.add_argument("--thin", type=_positive_int, default=1)
+    p_sample.add_argument("--temperature", type=float, default=300.0, help="kelvin")
+    p_sample.add_argument(
+        "--proposal", choices=("uniform", "library", "transformer"), default="uniform"
+    )
+    p_sample.add_argument(
+        "--forcefield",
+        nargs="+",
+        default=["amber14-all.xml"],
+        help="OpenMM force-field XML files (default amber14-all.xml)",
+    )
+    p_sample.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p_sample.add_argument("--seed", type=int, default=0)
+    p_sample.add_argument("--out", default="pyslice-out", help="output folder")
+    p_sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_sample.set_defaults(handler=_run_sample)
 
     p_info = sub.add_parser("info", help="versions, compiled features, usable backends")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")

@@ -108,6 +108,11 @@ class Proposal(ABC):
         """``(n,)`` float64: log q of the block values of ``chi`` given the rest (joint with the
         block's labels when ``latent`` is given)."""
 
+    def column_log_prob(self, x: torch.Tensor, column: int) -> torch.Tensor:
+        """log of the marginal density of chi column ``column`` at angles ``x`` (any shape),
+        float64: what plots overlay on a column's histogram."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-column marginal")
+
     def latent_log_prob(
         self, chi: torch.Tensor, latent: torch.Tensor, block: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -182,6 +187,10 @@ class UniformProposal(Proposal):
         return torch.full(
             (chi.shape[0],), -self.n_chi * _LOG_2PI, dtype=torch.float64, device=self.device
         )
+
+    def column_log_prob(self, x: torch.Tensor, column: int) -> torch.Tensor:
+        _checks.check_int("column", column, low=0, high=self.n_chi)
+        return torch.full_like(torch.as_tensor(x, dtype=torch.float64), -_LOG_2PI)
 
     def sample_block(
         self, chi: torch.Tensor, block: torch.Tensor, *, seed: int, offset: int = 0
@@ -321,6 +330,15 @@ class MixtureProposal(Proposal):
     def log_prob(self, chi: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         chi = self.check_chi("chi", chi)
         return self._group_log_prob(chi, latent).sum(1)
+
+    def column_log_prob(self, x: torch.Tensor, column: int) -> torch.Tensor:
+        """Marginal of one column: sum_k alpha_gk vM(x; mu_ck, kappa_ck) (doubled angle for a
+        pi-periodic column)."""
+        column = _checks.check_int("column", column, low=0, high=self.n_chi)
+        x = torch.as_tensor(x, dtype=torch.float64, device=self.device)
+        y = (2.0 * x if bool(self.pi_periodic[column]) else x).unsqueeze(-1)
+        density = _von_mises_log_density(y, self.loc[column], self.concentration[column])
+        return torch.logsumexp(self.logits[int(self.group[column])] + density, dim=-1)
 
     def block_log_prob(
         self, chi: torch.Tensor, block: torch.Tensor, latent: torch.Tensor | None = None

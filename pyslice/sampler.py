@@ -292,6 +292,9 @@ class Sampler:
                 if path is not None:
                     self._save_checkpoint(path, run)
                 raise
+        if bar.enabled:
+            phase = "sampling" if n_steps else "warm-up"
+            bar.update(run.done, phase, run.acceptance(), float(self.state.energy.mean()))
         bar.close()
         if self.refresh_every is not None:
             self._refresh_energy()
