@@ -245,6 +245,7 @@ class Sampler:
         otherwise a new run starts and writes it every ``checkpoint_every`` steps (default: about
         every 5% of the run), on Ctrl-C (then KeyboardInterrupt is re-raised) and on an error
         raised between steps. It is kept after the run finishes; delete it to start afresh.
+        Distributed, every rank reads and writes its own file, ``checkpoint`` + ``.rank{r}``.
         """
         n_steps = _checks.check_int("n_steps", n_steps, low=0)
         warmup = _checks.check_int("warmup", warmup, low=0)
@@ -258,7 +259,7 @@ class Sampler:
             raise FileNotFoundError(f"checkpoint: folder {path.parent} does not exist")
         n_draws = n_steps // thin
         run = _RunRecord.empty(self, n_draws, dict(n_steps=n_steps, warmup=warmup, thin=thin))
-        if path is not None and path.exists():
+        if path is not None and self._checkpoint_file(path).exists():
             run = self._load_checkpoint(path, run)
 
         bar = ProgressBar(total, self.total_chains, progress and self.rank == 0)
@@ -315,6 +316,10 @@ class Sampler:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _checkpoint_file(self, path: Path) -> Path:
+        """This rank's file: ``path`` itself, or ``path.rank{r}`` when distributed."""
+        return path if self.world_size == 1 else path.with_name(f"{path.name}.rank{self.rank}")
+
     def _fingerprint(self) -> dict[str, Any]:
         return {
             "n_chains": self.n_chains,
@@ -343,12 +348,11 @@ class Sampler:
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        target = path if self.world_size == 1 else path.with_name(f"{path.name}.rank{self.rank}")
-        atomic_write(target, "wb", lambda file: file.write(buffer.getvalue()))
+        atomic_write(self._checkpoint_file(path), "wb", lambda file: file.write(buffer.getvalue()))
         run.saved_at = run.done
 
     def _load_checkpoint(self, path: Path, fresh: _RunRecord) -> _RunRecord:
-        source = path if self.world_size == 1 else path.with_name(f"{path.name}.rank{self.rank}")
+        source = self._checkpoint_file(path)
         try:
             payload = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 (any unreadable file is the same user error)
