@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -226,11 +227,14 @@ def _run_sample(args: argparse.Namespace) -> int:
     acc = ", ".join(f"{k} {v:.3f}" for k, v in ensemble.acceptance.items())
     print(f"sampled {ensemble.n_draws} draws x {ensemble.n_chains} chains in {elapsed:.1f} s")
     print(f"acceptance: {acc}")
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
     print(
-        f"R-hat max {summary['rhat_max']:.3f}, bulk ESS min {summary['ess_bulk_min']:.0f}, "
-        f"mean energy {summary['energy_mean']:.1f} kJ/mol"
-        if summary["rhat_max"] is not None
-        else "too few draws for R-hat/ESS"
+        f"R-hat max {fmt(summary['rhat_max'], '.3f')}, bulk ESS min "
+        f"{fmt(summary['ess_bulk_min'], '.0f')}, mean energy "
+        f"{fmt(summary['energy_mean'], '.1f')} kJ/mol"
     )
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -250,13 +254,28 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other pyslice error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def add_parser_with_debug(self, sub, name: str, **kwargs) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, **kwargs)
+        parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyslice", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pyslice", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pyslice {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p_sample = sub.add_parser(
+    p_sample = parser.add_parser_with_debug(
+        sub,
         "sample",
         help="Boltzmann-sample side chains (built-in peptide when no STRUCTURE is given)",
     )
@@ -297,12 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_sample.add_argument("--quiet", action="store_true", help="no progress bar")
     p_sample.set_defaults(handler=_run_sample)
 
-    p_info = sub.add_parser("info", help="versions, compiled features, usable backends")
+    p_info = parser.add_parser_with_debug(
+        sub, "info", help="versions, compiled features, usable backends"
+    )
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_info.set_defaults(handler=_print_info)
 
-    p_mix = sub.add_parser(
-        "mixture", help="draw from a von Mises mixture (built-in default) and fit it back by EM"
+    p_mix = parser.add_parser_with_debug(
+        sub,
+        "mixture",
+        help="draw from a von Mises mixture (built-in default) and fit it back by EM",
     )
     p_mix.add_argument("--samples", type=_positive_int, default=1_000_000)
     p_mix.add_argument(

@@ -120,7 +120,8 @@ class Ensemble:
         return diagnostics.autocorrelation(torch.cos(self.chi.to(torch.float64)), max_lag)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready numbers: acceptance, R-hat and ESS (worst and median), energies."""
+        """JSON-ready numbers: acceptance, R-hat and ESS (worst and median), energies; values
+        that are not finite (too few draws, never-proposed moves) are None."""
         rhat = self.rhat() if self.n_draws >= 4 else np.full(self.n_chi, np.nan)
         bulk = self.ess("bulk") if self.n_draws >= 4 else np.full(self.n_chi, np.nan)
         tail = self.ess("tail") if self.n_draws >= 4 else np.full(self.n_chi, np.nan)
@@ -130,27 +131,29 @@ class Ensemble:
             return float(fn(finite)) if finite.size else None
 
         energy = self.energy.numpy()
-        return {
-            "draws": self.n_draws,
-            "chains": self.n_chains,
-            "n_chi": self.n_chi,
-            "temperature_K": self.temperature,
-            "acceptance": dict(self.acceptance),
-            "rhat_max": stat(rhat, np.max),
-            "rhat_median": stat(rhat, np.median),
-            "ess_bulk_min": stat(bulk, np.min),
-            "ess_bulk_median": stat(bulk, np.median),
-            "ess_tail_min": stat(tail, np.min),
-            "energy_mean": float(energy.mean()) if energy.size else None,
-            "energy_std": float(energy.std()) if energy.size else None,
-            "energy_min": float(energy.min()) if energy.size else None,
-            "energy_rhat": self.energy_rhat() if self.n_draws >= 4 else None,
-            "per_chi": [
-                {"name": name, "rhat": _num(rhat[j]), "ess_bulk": _num(bulk[j])}
-                for j, name in enumerate(self.chi_names)
-            ],
-            "meta": self.meta,
-        }
+        return _json_safe(
+            {
+                "draws": self.n_draws,
+                "chains": self.n_chains,
+                "n_chi": self.n_chi,
+                "temperature_K": self.temperature,
+                "acceptance": {k: _num(v) for k, v in self.acceptance.items()},
+                "rhat_max": stat(rhat, np.max),
+                "rhat_median": stat(rhat, np.median),
+                "ess_bulk_min": stat(bulk, np.min),
+                "ess_bulk_median": stat(bulk, np.median),
+                "ess_tail_min": stat(tail, np.min),
+                "energy_mean": float(energy.mean()) if energy.size else None,
+                "energy_std": float(energy.std()) if energy.size else None,
+                "energy_min": float(energy.min()) if energy.size else None,
+                "energy_rhat": self.energy_rhat() if self.n_draws >= 4 else None,
+                "per_chi": [
+                    {"name": name, "rhat": _num(rhat[j]), "ess_bulk": _num(bulk[j])}
+                    for j, name in enumerate(self.chi_names)
+                ],
+                "meta": self.meta,
+            }
+        )
 
     # ------------------------------------------------------------------ files
 
@@ -239,3 +242,14 @@ class Ensemble:
 
 def _num(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats -> None, recursively (JSON has no NaN or infinity)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value

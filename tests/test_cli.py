@@ -60,3 +60,100 @@ def test_bad_options_exit_2_with_one_line(argv) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip()
+
+
+# --------------------------------------------------------------------------- pyslice sample
+
+SMALL_RUN = ["--chains", "8", "--steps", "12", "--warmup", "4", "--quiet"]
+OUTPUT_FILES = ("ensemble.npz", "structures.pdb", "trajectory.dcd", "summary.json", "report.png")
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _check_outputs(out, n_draws: int, n_chains: int) -> dict:
+    from pyslice import Ensemble
+    from pyslice.report import REPORT_SIZE
+
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoint.pt").exists()
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+    ensemble = Ensemble.load(out / "ensemble.npz")
+    assert ensemble.chi.shape[:2] == (n_draws, n_chains)
+    assert _png_size(out / "report.png") == REPORT_SIZE
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["acceptance"]) == set(ensemble.acceptance)
+    models = (out / "structures.pdb").read_text().count("\nMODEL")
+    assert models == len(summary["structures"]) >= 2
+    assert summary["structures"][0]["kind"] == "lowest_energy"
+    assert summary["structures"][0]["energy"] == pytest.approx(float(ensemble.energy.min()))
+    return summary
+
+
+def test_sample_default_peptide_writes_every_file(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert cli.main(["sample", *SMALL_RUN, "--out", str(out)]) == 0
+    summary = _check_outputs(out, 12, 8)
+    assert summary["input"].startswith("built-in peptide")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_sample_is_reproducible_from_its_seed(tmp_path) -> None:
+    from pyslice import Ensemble
+
+    runs = []
+    for name in ("a", "b"):
+        assert cli.main(["sample", *SMALL_RUN, "--seed", "5", "--out", str(tmp_path / name)]) == 0
+        runs.append(Ensemble.load(tmp_path / name / "ensemble.npz"))
+    assert np.array_equal(runs[0].chi.numpy(), runs[1].chi.numpy())
+    assert np.array_equal(runs[0].energy.numpy(), runs[1].energy.numpy())
+
+
+def test_sample_bpti(tmp_path, data_dir) -> None:
+    out = tmp_path / "bpti"
+    structure = str(data_dir / "structures" / "bpti.pdb")
+    argv = ["sample", structure, "--chains", "4", "--steps", "6", "--warmup", "2", "--quiet"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    summary = _check_outputs(out, 6, 4)
+    assert summary["n_chi"] > 50
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "/no/such/file.pdb"], "no such file"),
+        (["sample", "--temperature", "-5"], "temperature"),
+        (["sample", "--proposal", "transformer"], "transformer"),
+        (["sample", "--steps", "-1"], "--steps"),
+    ],
+)
+def test_sample_bad_inputs_exit_2_with_one_line(argv, message, tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pyslice", *argv, "--out", str(tmp_path / "o"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr
+    assert len(lines) <= 2  # argparse prints usage + one error line; our handler one line
+
+
+def test_sample_malformed_structure_exits_2(tmp_path) -> None:
+    bad = tmp_path / "bad.pdb"
+    bad.write_text("this is not a PDB file\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pyslice", "sample", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
