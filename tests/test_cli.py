@@ -157,3 +157,27 @@ def test_sample_malformed_structure_exits_2(tmp_path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bench_smoke_prints_ratio_table(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    result = tmp_path / "bench.json"
+    argv = ["bench", "--smoke", "-k", "sample and K", "--benchmarks", str(folder)]
+    assert cli.main([*argv, "--json", str(result)]) == 0
+    out = capsys.readouterr().out
+    assert "device:" in out and "x  (pyslice" in out
+    assert json.loads(result.read_text())["benchmarks"]
+
+
+def test_bench_without_a_checkout_exits_2(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pyslice", "bench", "--benchmarks", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "benchmarks" in done.stderr and "Traceback" not in done.stderr
