@@ -37,8 +37,10 @@ def derive_seed(seed: int, *words: int) -> int:
 
     Distinct word tuples give unrelated keys, so every (rank, move, purpose) gets its own stream.
     """
+    # The seed is mixed alone first (the leading 0): added straight to the first word, (seed, w)
+    # and (seed + 1, w - 1) gave the same key (rank 1 of seed 0 = rank 0 of seed 1).
     state = seed & _MASK64
-    for word in (*words, len(words)):
+    for word in (0, *words, len(words)):
         state = (state + 0x9E3779B97F4A7C15 + (word & _MASK64)) & _MASK64
         z = state
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
