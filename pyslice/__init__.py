@@ -9,8 +9,10 @@ from pyslice.backends import BackendUnavailable
 from pyslice.distributions import FitResult, VonMises, VonMisesMixture
 from pyslice.energy import ForceFieldEnergy
 from pyslice.ensemble import Ensemble
+from pyslice.era import ERATrainer
 from pyslice.geometry import SideChainBuilder
 from pyslice.mcmc import ChainState, metropolis_step
+from pyslice.metrics import evaluate
 from pyslice.moves import Independence, Lifted, Move, RandomWalk
 from pyslice.proposals import MixtureProposal, Proposal, UniformProposal
 from pyslice.sampler import Sampler
@@ -23,6 +25,7 @@ __all__ = [
     "BackendUnavailable",
     "ChainState",
     "ChiTarget",
+    "ERATrainer",
     "Ensemble",
     "FitResult",
     "ForceFieldEnergy",
@@ -41,5 +44,6 @@ __all__ = [
     "VonMises",
     "VonMisesMixture",
     "__version__",
+    "evaluate",
     "metropolis_step",
 ]

@@ -387,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--benchmarks", default=None, help="the benchmarks/ folder")
     p_bench.set_defaults(handler=_run_bench)
 
+    from pyslice.metrics import add_evaluate_parser
+
+    add_evaluate_parser(sub)
+
     p_info = parser.add_parser_with_debug(
         sub, "info", help="versions, compiled features, usable backends"
     )
