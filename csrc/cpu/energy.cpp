@@ -175,8 +175,10 @@ void energy_cpu(const Tables<T>& t, const T* positions, int64_t batch, double* o
   std::vector<T> soa(static_cast<size_t>(batch * 3 * n));
   std::vector<double> partial(static_cast<size_t>(items * 2), 0.0);
   std::fill(out, out + batch * energy::kNumTerms, 0.0);
+  // Small jobs run on one thread: starting a team costs more than they do (and far more when
+  // the machine is oversubscribed).
 #if defined(PYSLICE_WITH_OPENMP)
-#pragma omp parallel
+#pragma omp parallel if (batch * n * n >= (int64_t{1} << 20))
 #endif
   {
     std::vector<T> keep(static_cast<size_t>(n), T(1));
@@ -241,7 +243,7 @@ void energy_delta_cpu(const Tables<T>& t, const T* positions, const T* new_posit
   const int64_t n = t.n_atoms;
   std::fill(out, out + batch * energy::kNumTerms, 0.0);
 #if defined(PYSLICE_WITH_OPENMP)
-#pragma omp parallel
+#pragma omp parallel if (batch * n_moved * n >= (int64_t{1} << 18))
 #endif
   {
     std::vector<int32_t> slot(static_cast<size_t>(n), -1);  // moved atom -> its column in moved
