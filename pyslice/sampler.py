@@ -201,8 +201,10 @@ class Sampler:
         self.state.log_weight.copy_(candidate.log_weight)
         latent_new = None
         if candidate.latent is not None and self.state.latent.shape[1]:
-            self.state.latent.copy_(candidate.latent)
-            latent_new = candidate.latent_new
+            # The state holds the widest proposal's labels; narrower ones are padded with -1.
+            pad = (0, self.state.latent.shape[1] - candidate.latent.shape[1])
+            self.state.latent.copy_(torch.nn.functional.pad(candidate.latent, pad, value=-1))
+            latent_new = torch.nn.functional.pad(candidate.latent_new, pad, value=-1)
         accepted = metropolis_step(
             self.state,
             candidate.chi,
