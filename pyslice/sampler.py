@@ -192,6 +192,10 @@ class Sampler:
     def _step(self, warmup_progress: float | None) -> tuple[int, Any, torch.Tensor]:
         """Advance every chain by one step; returns (move index, candidate, accepted mask)."""
         t = self.step
+        if self.refresh_every is not None and t > 0 and t % self.refresh_every == 0:
+            # Before the step, not after it: a refresh that fails (or is interrupted) then
+            # leaves the state and step counter consistent, so a resume stays bit-identical.
+            self._refresh_energy()
         index = self._pick_move(t)
         move = self.moves[index]
         candidate = move.propose(self.state.chi, derive_seed(self.seed, self.stream, index, t))
@@ -219,8 +223,6 @@ class Sampler:
         if warmup_progress is not None:
             move.adapt(candidate, accepted, warmup_progress)
         self.step = t + 1
-        if self.refresh_every is not None and self.step % self.refresh_every == 0:
-            self._refresh_energy()
         return index, candidate, accepted
 
     def _refresh_energy(self) -> None:
