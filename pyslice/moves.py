@@ -292,7 +292,8 @@ class Independence(_ProposalMove):
             else self.proposal.block_log_prob(chi_new, columns)
         )
         log_q_new = self._checked("log_q", log_q_new.to(torch.float64), n)
-        return Candidate(wrap(chi_new), groups, -log_q.to(torch.float64), -log_q_new)
+        log_q = self._checked("log_q", log_q.to(torch.float64), n)  # NaN: a chain stuck forever
+        return Candidate(wrap(chi_new), groups, -log_q, -log_q_new)
 
 
 class Lifted(_ProposalMove):
