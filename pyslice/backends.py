@@ -149,6 +149,13 @@ _register("sidechain_build", "cuda", "pyslice._ops:build_sidechains_cuda", _F32_
 _register("sidechain_build", "cpu", "pyslice._ops:build_sidechains_cpu", _F32_F64)
 _register("sidechain_build", "reference", "pyslice.geometry:build_reference", _F32_F64)
 
+# Attention (pyslice.attention.attention): (q (B, H, Sq, D), k, v (B, H, Sk, D), key_padding_mask
+# (B, Sk) bool or None, scale) -> (B, H, Sq, D) in q's dtype; "reference" is torch SDPA.
+_F16_BF16_F32 = (torch.float32, torch.float16, torch.bfloat16)
+_register("attention", "triton", "pyslice.kernels.attention:attention", _F16_BF16_F32)
+_ALL_FLOATS = (*_F16_BF16_F32, torch.float64)
+_register("attention", "reference", "pyslice.attention:attention_sdpa", _ALL_FLOATS)
+
 
 def operations() -> tuple[str, ...]:
     return tuple(_REGISTRY)
