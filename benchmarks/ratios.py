@@ -4,8 +4,8 @@
 
 Contestants in a group may time different amounts of work (OpenMM is timed on fewer
 conformations than pyslice, say), so ratios compare throughputs: a benchmark's rate is its
-``extra_info`` ``conformations_per_s`` / ``moves_per_s`` when given, else ``n`` or ``batch``
-items per median second, else one item per median second.
+``extra_info`` ``conformations_per_s`` / ``moves_per_s`` / ``chain_steps_per_s`` when given, else
+``n`` or ``batch`` items per median second, else one item per median second.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PYSLICE_BACKENDS = ("triton", "cuda", "cpu", "reference", "pyslice")
 
 def _rate(bench: dict) -> float:
     info, median = bench["extra_info"], bench["stats"]["median"]
-    for key in ("conformations_per_s", "moves_per_s"):
+    for key in ("conformations_per_s", "moves_per_s", "chain_steps_per_s"):
         if key in info:
             return float(info[key])
     return float(info.get("n", info.get("batch", 1))) / median
