@@ -21,13 +21,17 @@ in single precision: a clash of 3e4 kJ/mol differs by a few 0.01 kJ/mol).
 Units: chain-steps per second (one proposal + decision for one chain) and residue-moves per second
 (residues moved per chain-step times chain-steps: the same number here, one residue per step).
 The baseline's rate does not depend on B; it is timed in every group so that each group holds its
-own ratio.
+own ratio. ``load_avg_1m`` records the machine's load when each test started: with more runnable
+processes than cores, every small torch op of the sampler waits for a descheduled OpenMP thread
+(about a scheduler slice each) and the sampler slows several-fold while the OpenMM loop (fewer,
+larger calls) slows far less, so compare ratios taken on a quiet machine.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 
 import numpy as np
@@ -161,7 +165,7 @@ def test_sampler_pyslice(benchmark, n_chains: int) -> None:
     benchmark.extra_info.update(device=DEVICE, backend=impl.backend, chains=n_chains,
                                 steps_per_round=steps, n_atoms=energy.n_atoms,
                                 n_chi=sampler.target.n_chi, residues=sampler.target.n_groups,
-                                refresh_s=refresh_s)  # fmt: skip
+                                refresh_s=refresh_s, load_avg_1m=os.getloadavg()[0])  # fmt: skip
 
     def run():
         out = sampler.run(steps, progress=False)
@@ -185,7 +189,8 @@ def test_sampler_openmm_loop(benchmark, n_chains: int) -> None:
     _check_baseline(loop, energy)
     benchmark.group = f"sampler bpti random-walk chains={n_chains}"
     benchmark.extra_info.update(device="cpu", backend="openmm-CPU-loop", chains=1,
-                                steps_per_round=BASELINE_CHAIN_STEPS)  # fmt: skip
+                                steps_per_round=BASELINE_CHAIN_STEPS,
+                                load_avg_1m=os.getloadavg()[0])  # fmt: skip
     benchmark.pedantic(loop.run, args=(BASELINE_CHAIN_STEPS,), rounds=size(3, 1), iterations=1)
     benchmark.extra_info["acceptance"] = loop.accepted / max(loop.proposed, 1)
     if benchmark.stats is not None:  # None under --benchmark-disable
