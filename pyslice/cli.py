@@ -240,6 +240,26 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_fit(args: argparse.Namespace) -> int:
+    from pyslice.rotamers import RotamerLibrary
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out: folder {out.parent} does not exist")
+    start = time.perf_counter()
+    library = RotamerLibrary.fit(
+        args.data,
+        seed=args.seed,
+        max_components=args.max_components,
+        residue_types=args.residues,
+        progress=not args.quiet,
+    )
+    library.save(out)
+    print(library)
+    print(f"fitted in {time.perf_counter() - start:.0f} s; wrote {out}")
+    return 0
+
+
 def _find_benchmarks(folder: str | None) -> Path:
     """The benchmarks/ folder: given, or in the current directory, or beside the package source
     (an editable install or a source checkout)."""
@@ -377,6 +397,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_sample.add_argument("--out", default="pyslice-out", help="output folder")
     p_sample.add_argument("--quiet", action="store_true", help="no progress bar")
     p_sample.set_defaults(handler=_run_sample)
+
+    p_fit = parser.add_parser_with_debug(
+        sub, "fit", help="fit the backbone-dependent rotamer library by EM from the open data"
+    )
+    p_fit.add_argument(
+        "--data", default=None, help="data folder (default: $PYSLICE_DATA or ../shared/data)"
+    )
+    p_fit.add_argument("--out", default="rotamer_library.npz", help="output file (.npz)")
+    p_fit.add_argument(
+        "--residues",
+        nargs="+",
+        default=None,
+        metavar="RES",
+        help="residue types to fit (default: all 18 with chi angles)",
+    )
+    p_fit.add_argument("--max-components", type=_positive_int, default=48)
+    p_fit.add_argument("--seed", type=int, default=0)
+    p_fit.add_argument("--quiet", action="store_true")
+    p_fit.set_defaults(handler=_run_fit)
 
     p_bench = parser.add_parser_with_debug(
         sub, "bench", help="run the benchmarks (source checkout) and print speed-up ratios"
