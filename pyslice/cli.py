@@ -158,10 +158,9 @@ def _make_proposal(kind: str, protein, device: torch.device):
         from pyslice.rotamers import RotamerLibrary
 
         return RotamerLibrary.default().proposal(protein, device=device)
-    raise ValueError(
-        f"--proposal {kind}: the side-chain transformer is not available in this version "
-        "(use uniform or library)"
-    )
+    from pyslice.transformer import SideChainTransformer
+
+    return SideChainTransformer.default().proposal(protein, device=device)
 
 
 def _run_sample(args: argparse.Namespace) -> int:

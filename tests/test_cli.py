@@ -127,7 +127,7 @@ def test_sample_bpti(tmp_path, data_dir) -> None:
     [
         (["sample", "/no/such/file.pdb"], "no such file"),
         (["sample", "--temperature", "-5"], "temperature"),
-        (["sample", "--proposal", "transformer"], "transformer"),
+        (["sample", "--proposal", "nonsense"], "--proposal"),
         (["sample", "--steps", "-1"], "--steps"),
     ],
 )
@@ -181,3 +181,11 @@ def test_bench_without_a_checkout_exits_2(tmp_path) -> None:
     )
     assert done.returncode == 2
     assert "benchmarks" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("proposal", ["library", "transformer"])
+def test_sample_with_a_trained_proposal(tmp_path, proposal: str) -> None:
+    out = tmp_path / proposal
+    assert cli.main(["sample", *SMALL_RUN, "--proposal", proposal, "--out", str(out)]) == 0
+    summary = _check_outputs(out, 12, 8)
+    assert summary["proposal"] == proposal
