@@ -165,7 +165,8 @@ def test_sampler_pyslice(benchmark, n_chains: int) -> None:
     benchmark.extra_info.update(device=DEVICE, backend=impl.backend, chains=n_chains,
                                 steps_per_round=steps, n_atoms=energy.n_atoms,
                                 n_chi=sampler.target.n_chi, residues=sampler.target.n_groups,
-                                refresh_s=refresh_s, load_avg_1m=os.getloadavg()[0])  # fmt: skip
+                                refresh_s=refresh_s, load_avg_1m=os.getloadavg()[0],
+                                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))  # fmt: skip
 
     def run():
         out = sampler.run(steps, progress=False)
@@ -190,7 +191,8 @@ def test_sampler_openmm_loop(benchmark, n_chains: int) -> None:
     benchmark.group = f"sampler bpti random-walk chains={n_chains}"
     benchmark.extra_info.update(device="cpu", backend="openmm-CPU-loop", chains=1,
                                 steps_per_round=BASELINE_CHAIN_STEPS,
-                                load_avg_1m=os.getloadavg()[0])  # fmt: skip
+                                load_avg_1m=os.getloadavg()[0],
+                                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))  # fmt: skip
     benchmark.pedantic(loop.run, args=(BASELINE_CHAIN_STEPS,), rounds=size(3, 1), iterations=1)
     benchmark.extra_info["acceptance"] = loop.accepted / max(loop.proposed, 1)
     if benchmark.stats is not None:  # None under --benchmark-disable
