@@ -15,9 +15,11 @@ from pyslice.mcmc import ChainState, metropolis_step
 from pyslice.metrics import evaluate
 from pyslice.moves import Independence, Lifted, Move, RandomWalk
 from pyslice.proposals import MixtureProposal, Proposal, UniformProposal
+from pyslice.rotamers import RotamerLibrary
 from pyslice.sampler import Sampler
 from pyslice.structure import Protein
 from pyslice.targets import ChiTarget, FunctionTarget, ProteinTarget
+from pyslice.transformer import SideChainTransformer, TransformerProposal
 
 __version__ = "0.1.0"
 
@@ -39,7 +41,10 @@ __all__ = [
     "Proposal",
     "RandomWalk",
     "Sampler",
+    "RotamerLibrary",
     "SideChainBuilder",
+    "SideChainTransformer",
+    "TransformerProposal",
     "UniformProposal",
     "VonMises",
     "VonMisesMixture",

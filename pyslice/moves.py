@@ -173,7 +173,9 @@ class RandomWalk(Move):
             moved = ctx.columns_of(groups)
         noise = torch.randn(n, ctx.n_chi, generator=gen, device=ctx.device, dtype=torch.float64)
         step = torch.where(moved, noise * self.step_size, 0.0)
-        chi_new = wrap(chi + step.to(chi.dtype))
+        # Only the moved columns are wrapped: wrapping is not exact in float32, and unmoved angles
+        # must stay bit for bit what they were (the cached positions were built from them).
+        chi_new = torch.where(moved, wrap(chi + step.to(chi.dtype)), chi)
         zero = torch.zeros(n, dtype=torch.float64, device=ctx.device)
         candidate = Candidate(chi_new, groups, zero, zero)
         candidate.moved_columns = moved  # type: ignore[attr-defined]  # for adapt()

@@ -68,7 +68,8 @@ class Sampler:
             or a tensor (n_chi,) or (n_chains, n_chi) of angles.
         refresh_every: recompute the chains' full energies every this many steps (moves update
             them by differences; this keeps the reported energies free of round-off drift; the
-            acceptance decisions never depend on it). None: only at the end of each run.
+            acceptance decisions never depend on it). None: never (energies stay running sums of
+            the moves' differences).
     """
 
     def __init__(
