@@ -20,7 +20,8 @@ Data (read through :func:`pyslice._data.data_dir`, never copied into the package
   RSCC >= 0.7, no clashes).
 - ``structures/top240/*.pdb`` for every other type (ASN, ASP, GLU, ILE, LEU, PHE, PRO, SER, THR,
   TYR, VAL; PRO from here, cis and trans together, not from Top8000's cis-only file). Each file is
-  read with :meth:`pyslice.Protein.from_pdb` (alternate locations: the first); phi/psi come from
+  read with :meth:`pyslice.Protein.from_pdb` (alternate locations: the first; a non-standard
+  residue inside a chain is frozen, not fatal); phi/psi come from
   :meth:`~pyslice.Protein.backbone_dihedrals` and the chis from the positions with the
   :data:`~pyslice.geometry.CHI_ATOMS` definitions (also for PRO and disulfide cysteines, which
   the builder keeps fixed). A residue counts only when every chi atom was *deposited* (pdbfixer
@@ -410,6 +411,8 @@ class RotamerLibrary:
         periodic = torch.tensor(residue.pi_periodic)
         y = torch.where(periodic, 2.0 * x, x)
         per_chi = _von_mises_log_density(y[:, :, None], loc, kappa).sum(1)  # (n, K)
+        # The stored float32 weights sum to 1 only to ~1e-7: normalise exactly.
+        logits = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         return torch.logsumexp(logits + per_chi, dim=1)
 
     # ---------------------------------------------------------------- proposals
@@ -911,7 +914,9 @@ def _read_structures(
     for i, path in enumerate(paths):
         t0 = time.time()
         try:
-            protein = Protein.from_pdb(path)
+            # unknown="freeze": a non-standard residue (a ligand inside a chain) stays, frozen;
+            # the standard residues around it still count.
+            protein = Protein.from_pdb(path, unknown="freeze")
         except ValueError as exc:
             failed[path.name] = str(exc).splitlines()[0]
             say(f"skipped {path.name}: {failed[path.name]}")
