@@ -259,6 +259,20 @@ def _run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    if args.era:
+        raise ValueError(
+            "--era: ERA fine-tuning of the transformer is not available yet; pyslice.ERATrainer "
+            "aligns policies with a differentiable log_prob (e.g. pyslice.era.MixturePolicy)"
+        )
+    from pyslice.transformer import main as train_transformer
+
+    options = list(args.options)
+    if options[:1] == ["--"]:
+        options = options[1:]
+    return train_transformer(options)
+
+
 def _find_benchmarks(folder: str | None) -> Path:
     """The benchmarks/ folder: given, or in the current directory, or beside the package source
     (an editable install or a source checkout)."""
@@ -415,6 +429,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--seed", type=int, default=0)
     p_fit.add_argument("--quiet", action="store_true")
     p_fit.set_defaults(handler=_run_fit)
+
+    p_train = parser.add_parser_with_debug(
+        sub,
+        "train",
+        help="train the side-chain transformer by maximum likelihood (options: pyslice train -- "
+        "--help)",
+    )
+    p_train.add_argument("--era", action="store_true", help="ERA fine-tuning (not available yet)")
+    p_train.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help="options of python -m pyslice.transformer (after --)",
+    )
+    p_train.set_defaults(handler=_run_train)
 
     p_bench = parser.add_parser_with_debug(
         sub, "bench", help="run the benchmarks (source checkout) and print speed-up ratios"

@@ -189,3 +189,12 @@ def test_sample_with_a_trained_proposal(tmp_path, proposal: str) -> None:
     assert cli.main(["sample", *SMALL_RUN, "--proposal", proposal, "--out", str(out)]) == 0
     summary = _check_outputs(out, 12, 8)
     assert summary["proposal"] == proposal
+
+
+def test_train_forwards_options_and_rejects_era(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train", "--", "--help"])
+    assert exited.value.code == 0
+    assert "--steps" in capsys.readouterr().out
+    assert cli.main(["train", "--era"]) == 2
+    assert "--era" in capsys.readouterr().err
