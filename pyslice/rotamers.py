@@ -621,8 +621,8 @@ class RotamerLibrary:
         prior_strength = _checks.check_float("prior_strength", prior_strength, positive=True)
         min_fraction = _checks.check_float("min_fraction", min_fraction, low=0.0)
         min_rows = _checks.check_int("min_rows", min_rows, low=1)
+        types = _resolve_types(residue_types)  # argument errors before looking for the data
         root = _resolve_data_dir(data_dir)
-        types = _resolve_types(residue_types)
         say = _progress_printer(progress)
 
         rows: dict[str, dict[str, np.ndarray]] = {}
