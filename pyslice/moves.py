@@ -247,6 +247,16 @@ class _ProposalMove(Move):
         groups = self.pick_groups(n, self.block, generator(self.ctx.device, key, 0x626C6B))
         return groups, self.ctx.columns_of(groups)
 
+    def _new_angles(
+        self, chi: torch.Tensor, drawn: torch.Tensor, columns: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The proposal's angles, checked, in chi's dtype, wrapped where they may change and bit
+        for bit the current ones elsewhere (wrapping is not exact in float32)."""
+        drawn = self._checked("chi", drawn, chi.shape[0]).to(chi.dtype)
+        if not bool(torch.isfinite(drawn).all()):
+            raise ValueError(f"{self.name}: the proposal returned non-finite chi angles")
+        return wrap(drawn) if columns is None else torch.where(columns, wrap(drawn), chi)
+
     def _checked(self, name: str, value: torch.Tensor, n: int) -> torch.Tensor:
         """Proposal outputs must be finite (log q may be -inf only where q is 0)."""
         if value.shape[0] != n:
@@ -279,14 +289,10 @@ class Independence(_ProposalMove):
         if columns is None:
             draw = self.proposal.sample(n, seed=key)
             log_q = self.proposal.log_prob(chi)
-            chi_new = draw.chi
         else:
             draw = self.proposal.sample_block(chi, columns, seed=key)
             log_q = self.proposal.block_log_prob(chi, columns)
-            chi_new = draw.chi
-        chi_new = self._checked("chi", chi_new, n).to(chi.dtype)
-        if not bool(torch.isfinite(chi_new).all()):
-            raise ValueError(f"{self.name}: the proposal returned non-finite chi angles")
+        chi_new = self._new_angles(chi, draw.chi, columns)
         # log q(x') is recomputed marginally (a mixture's draw.log_q is joint with its labels).
         log_q_new = (
             self.proposal.log_prob(chi_new)
@@ -295,7 +301,7 @@ class Independence(_ProposalMove):
         )
         log_q_new = self._checked("log_q", log_q_new.to(torch.float64), n)
         log_q = self._checked("log_q", log_q.to(torch.float64), n)  # NaN: a chain stuck forever
-        return Candidate(wrap(chi_new), groups, -log_q, -log_q_new)
+        return Candidate(chi_new, groups, -log_q, -log_q_new)
 
 
 class Lifted(_ProposalMove):
@@ -330,11 +336,11 @@ class Lifted(_ProposalMove):
             log_q = self.proposal.block_log_prob(chi, columns, latent)
             log_q_new = draw.log_q
             latent_new = draw.latent
-        chi_new = self._checked("chi", draw.chi, n).to(chi.dtype)
+        chi_new = self._new_angles(chi, draw.chi, columns)
         log_r = self.proposal.latent_log_prob(chi, latent, columns)
         log_r_new = self.proposal.latent_log_prob(chi_new, latent_new, columns)
         log_weight = self._checked("log r - log q", (log_r - log_q).to(torch.float64), n)
         log_weight_new = self._checked(
             "log r - log q", (log_r_new - log_q_new).to(torch.float64), n
         )
-        return Candidate(wrap(chi_new), groups, log_weight, log_weight_new, latent, latent_new)
+        return Candidate(chi_new, groups, log_weight, log_weight_new, latent, latent_new)
