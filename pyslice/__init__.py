@@ -19,7 +19,7 @@ from pyslice.rotamers import RotamerLibrary
 from pyslice.sampler import Sampler
 from pyslice.structure import Protein
 from pyslice.targets import ChiTarget, FunctionTarget, ProteinTarget
-from pyslice.transformer import SideChainTransformer, TransformerProposal
+from pyslice.transformer import SideChainTransformer, TransformerPolicy, TransformerProposal
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "RotamerLibrary",
     "SideChainBuilder",
     "SideChainTransformer",
+    "TransformerPolicy",
     "TransformerProposal",
     "UniformProposal",
     "VonMises",

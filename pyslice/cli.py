@@ -151,7 +151,7 @@ def _load_structure(args: argparse.Namespace):
     return reader(path, forcefield=forcefield)
 
 
-def _make_proposal(kind: str, protein, device: torch.device):
+def _make_proposal(kind: str, protein, device: torch.device, model: str | None = None):
     if kind == "uniform":
         return None  # the Sampler's default
     if kind == "library":
@@ -160,6 +160,8 @@ def _make_proposal(kind: str, protein, device: torch.device):
         return RotamerLibrary.default().proposal(protein, device=device)
     from pyslice.transformer import SideChainTransformer
 
+    if model is not None:
+        return SideChainTransformer.load(model).proposal(protein, device=device)
     return SideChainTransformer.default().proposal(protein, device=device)
 
 
@@ -180,7 +182,12 @@ def _run_sample(args: argparse.Namespace) -> int:
         f"{protein.n_chi} chi angles in {len(protein.movable)} movable residues"
     )
     energy = ForceFieldEnergy(protein, forcefield=tuple(args.forcefield), device=device)
-    proposal = _make_proposal(args.proposal, protein, device)
+    if args.model is not None:
+        if args.proposal != "transformer":
+            raise ValueError("--model: a transformer file needs --proposal transformer")
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"--model: no such file: {args.model}")
+    proposal = _make_proposal(args.proposal, protein, device, args.model)
     sampler = Sampler(
         protein,
         energy,
@@ -260,16 +267,15 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    if args.era:
-        raise ValueError(
-            "--era: ERA fine-tuning of the transformer is not available yet; pyslice.ERATrainer "
-            "aligns policies with a differentiable log_prob (e.g. pyslice.era.MixturePolicy)"
-        )
-    from pyslice.transformer import main as train_transformer
-
     options = list(args.options)
     if options[:1] == ["--"]:
         options = options[1:]
+    if args.era:
+        from pyslice.era import main as align_transformer
+
+        return align_transformer(options)
+    from pyslice.transformer import main as train_transformer
+
     return train_transformer(options)
 
 
@@ -405,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["amber14-all.xml"],
         help="OpenMM force-field XML files (default amber14-all.xml)",
     )
+    p_sample.add_argument(
+        "--model",
+        default=None,
+        help="transformer file for --proposal transformer (default: the shipped model; e.g. one "
+        "aligned by pyslice train --era)",
+    )
     p_sample.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p_sample.add_argument("--seed", type=int, default=0)
     p_sample.add_argument("--out", default="pyslice-out", help="output folder")
@@ -433,10 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_train = parser.add_parser_with_debug(
         sub,
         "train",
-        help="train the side-chain transformer by maximum likelihood (options: pyslice train -- "
-        "--help)",
+        help="train the side-chain transformer by maximum likelihood, or with --era align it "
+        "with a structure's Boltzmann distribution (options: pyslice train [--era] -- --help)",
     )
-    p_train.add_argument("--era", action="store_true", help="ERA fine-tuning (not available yet)")
+    p_train.add_argument(
+        "--era", action="store_true", help="ERA fine-tuning from energies (python -m pyslice.era)"
+    )
     p_train.add_argument(
         "options",
         nargs=argparse.REMAINDER,

@@ -19,6 +19,7 @@ preference optimization to search chemical space at scale" (2024).
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -43,6 +44,7 @@ __all__ = [
     "MixturePolicy",
     "era_loss",
     "independence_acceptance",
+    "sampler_contexts",
 ]
 
 
@@ -171,28 +173,41 @@ def independence_acceptance(log_weight: torch.Tensor) -> float:
 
 @dataclass
 class ERALog:
-    """One logged step: ``step``, ``loss``, ``mean_energy`` of the model's draws (kJ/mol) and
-    the model's estimated independence-MH ``acceptance`` as a proposal."""
+    """One logged step: ``step``, ``loss``, ``mean_energy`` and ``median_energy`` of the model's
+    draws (kJ/mol; the median is the readable one when some draws clash) and the model's
+    estimated independence-MH ``acceptance`` as a proposal."""
 
     step: int
     loss: float
     mean_energy: float
+    median_energy: float
     acceptance: float
 
 
 class ERATrainer:
     """Fine-tune ``model`` toward exp(-beta U) from energies alone (ERA, formula 5).
 
-    Each step draws ``2 * pairs`` configurations from the frozen ``reference_model``, scores them
-    with ``energy`` (a callable chi -> (n,) kJ/mol, or a :class:`~pyslice.targets.ChiTarget`),
-    pairs them, and takes one optimiser step on :func:`era_loss`. ``model`` and
-    ``reference_model`` are policies: ``sample(n, seed=...) -> chi`` and a ``log_prob(chi)``
-    differentiable in the model's parameters (e.g. :class:`MixturePolicy`, or the transformer's
-    policy). ``gamma`` > 0 keeps the model near the reference: the minimiser is
-    pi* proportional to exp(-beta U / (1 + gamma)) pi_ref^(gamma / (1 + gamma)).
+    Each step draws ``pairs`` pairs of configurations from the frozen ``reference_model``, scores
+    them with ``energy`` (a callable chi -> (n,) kJ/mol, or a :class:`~pyslice.targets.ChiTarget`)
+    and takes one optimiser step on :func:`era_loss`. ``model`` and ``reference_model`` are
+    policies of one of two kinds:
+
+    - unconditional: ``sample(n, seed=...) -> chi (n, n_chi)`` and ``log_prob(chi)``,
+      differentiable in the model's parameters (e.g. :class:`MixturePolicy`);
+    - conditional (the context x of the method): ``sample_grouped(n_groups, group_size, seed=...)
+      -> (chi, condition)`` whose rows come in ``n_groups`` consecutive runs of ``group_size`` that
+      share a context, and ``log_prob(chi, condition)`` (a policy with both methods says which
+      kind it is by a ``conditional`` attribute; e.g.
+      :class:`~pyslice.transformer.TransformerPolicy`: a block of residues given the others).
+      Pairs are then drawn within a context, as the method requires.
+
+    A pair with a non-finite energy is dropped. ``gamma`` > 0 keeps the model near the reference:
+    the minimiser is pi* proportional to exp(-beta U / (1 + gamma)) pi_ref^(gamma / (1 + gamma)).
 
     Every ``log_every`` steps it logs the loss, the mean energy of ``eval_samples`` model draws
-    and their estimated independence-MH acceptance (:func:`independence_acceptance`).
+    and their estimated independence-MH acceptance (:func:`independence_acceptance`; for a
+    conditional policy, ``eval_contexts`` contexts of ``eval_samples // eval_contexts`` draws each,
+    the acceptance averaged over contexts).
     ``checkpoint``: a path written every ``checkpoint_every`` steps (model, optimiser, step, log);
     :meth:`train` resumes from it and continues bit-identically (draws are keyed by seed and step).
     """
@@ -209,6 +224,7 @@ class ERATrainer:
         lr: float = 1e-2,
         seed: int = 0,
         eval_samples: int = 512,
+        eval_contexts: int = 8,
         log_every: int = 10,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Callable[[int], float] | None = None,
@@ -218,14 +234,23 @@ class ERATrainer:
         if model is reference_model:
             raise ValueError("reference_model must be a separate (frozen) copy of the model")
         for name, policy in (("model", model), ("reference_model", reference_model)):
-            if not (callable(getattr(policy, "sample", None)) and callable(policy.log_prob)):
-                raise TypeError(f"{name} must have sample(n, seed=...) and log_prob(chi)")
+            draws = callable(getattr(policy, "sample", None)) or callable(
+                getattr(policy, "sample_grouped", None)
+            )
+            if not (draws and callable(getattr(policy, "log_prob", None))):
+                raise TypeError(
+                    f"{name} must have sample(n, seed=...) or sample_grouped(n_groups, "
+                    "group_size, seed=...), and log_prob"
+                )
         temperature = _checks.check_float("temperature", temperature, positive=True)
         self.beta = 1.0 / (BOLTZMANN_KJ_PER_MOL_K * temperature)
         self.gamma = _checks.check_float("gamma", gamma, low=0.0)
         self.pairs = _checks.check_int("pairs", pairs, low=1)
         self.seed = _checks.check_int("seed", seed, low=0, high=_checks.MAX_SEED)
         self.eval_samples = _checks.check_int("eval_samples", eval_samples, low=2)
+        self.eval_contexts = _checks.check_int(
+            "eval_contexts", eval_contexts, low=1, high=self.eval_samples // 2
+        )
         self.log_every = _checks.check_int("log_every", log_every, low=1)
         self.model = model
         self.reference_model = reference_model
@@ -238,32 +263,39 @@ class ERATrainer:
         self.step = 0
         self.history: list[ERALog] = []
 
-    def loss_on(self, chi: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        """The ERA loss of pairs (chi[:P], chi[P:]) with their energies."""
-        half = chi.shape[0] // 2
-        logp = self.model.log_prob(chi)
+    def loss_on(
+        self, chi: torch.Tensor, energy: torch.Tensor, condition: object = None
+    ) -> torch.Tensor:
+        """The ERA loss of the pairs (chi[0::2], chi[1::2]) with their energies (and, for a
+        conditional policy, the ``condition`` of every row)."""
+        logp = _log_prob(self.model, chi, condition)
         with torch.no_grad():
-            logp_ref = self.reference_model.log_prob(chi)
+            logp_ref = _log_prob(self.reference_model, chi, condition)
         return era_loss(
-            logp[:half],
-            logp[half : 2 * half],
-            logp_ref[:half],
-            logp_ref[half : 2 * half],
-            energy[:half],
-            energy[half : 2 * half],
+            logp[0::2],
+            logp[1::2],
+            logp_ref[0::2],
+            logp_ref[1::2],
+            energy[0::2],
+            energy[1::2],
             beta=self.beta,
             gamma=self.gamma,
         )
 
-    def evaluate(self, seed: int) -> tuple[float, float]:
-        """(mean energy, estimated MH acceptance) of ``eval_samples`` draws of the model."""
+    def evaluate(self, seed: int) -> tuple[float, float, float]:
+        """(mean energy, median energy, estimated MH acceptance) of ``eval_samples`` draws of
+        the model."""
+        n_groups = self.eval_contexts if _conditional(self.model) else 1
+        size = self.eval_samples // n_groups
         with torch.no_grad():
-            chi = self.model.sample(self.eval_samples, seed=seed)
+            chi, condition = _sample(self.model, n_groups, size, seed)
             energy = self.energy(chi)
-            log_weight = -self.beta * energy - self.model.log_prob(chi)
+            log_weight = -self.beta * energy - _log_prob(self.model, chi, condition)
         finite = torch.isfinite(energy)
         mean = float(energy[finite].mean()) if bool(finite.any()) else float("nan")
-        return mean, independence_acceptance(log_weight)
+        median = float(energy.nan_to_num(nan=math.inf).median())
+        per_context = [independence_acceptance(lw) for lw in log_weight.view(n_groups, size)]
+        return mean, median, sum(per_context) / n_groups
 
     def train(
         self,
@@ -283,16 +315,15 @@ class ERATrainer:
         while self.step < n_steps:
             key = derive_seed(self.seed, self.step, 0x657261)
             with torch.no_grad():
-                chi = self.reference_model.sample(2 * self.pairs, seed=key)
+                chi, condition = _sample(self.reference_model, self.pairs, 2, key)
                 energy = self.energy(chi)
-            keep = torch.isfinite(energy)
-            if int(keep.sum()) < 2:
-                raise ValueError(
-                    f"step {self.step}: fewer than 2 reference draws have a finite energy"
-                )
+            keep = torch.isfinite(energy).view(-1, 2).all(1).repeat_interleave(2)
+            if not bool(keep.any()):
+                raise ValueError(f"step {self.step}: no reference pair has finite energies")
             chi, energy = chi[keep], energy[keep]
+            condition = _select(condition, keep)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_on(chi, energy)
+            loss = self.loss_on(chi, energy, condition)
             if not bool(torch.isfinite(loss)):
                 raise ValueError(f"step {self.step}: the ERA loss is not finite ({float(loss)})")
             loss.backward()
@@ -303,13 +334,15 @@ class ERATrainer:
             self.optimizer.step()
             self.step += 1
             if self.step % self.log_every == 0:
-                mean, acceptance = self.evaluate(derive_seed(self.seed, self.step, 0x6576616C))
-                entry = ERALog(self.step, float(loss.detach()), mean, acceptance)
+                mean, median, acceptance = self.evaluate(
+                    derive_seed(self.seed, self.step, 0x6576616C)
+                )
+                entry = ERALog(self.step, float(loss.detach()), mean, median, acceptance)
                 self.history.append(entry)
                 if progress:
                     print(
-                        f"ERA step {entry.step}: loss {entry.loss:.4f}, <U> "
-                        f"{entry.mean_energy:.1f} kJ/mol, MH acceptance {entry.acceptance:.3f}",
+                        f"ERA step {entry.step}: loss {entry.loss:.4f}, median U "
+                        f"{entry.median_energy:.1f} kJ/mol, MH acceptance {entry.acceptance:.3f}",
                         file=sys.stderr,
                     )
             if path is not None and (self.step % checkpoint_every == 0 or self.step == n_steps):
@@ -349,6 +382,37 @@ class ERATrainer:
         self.history = [ERALog(**entry) for entry in payload["history"]]
 
 
+def _sample(
+    policy: torch.nn.Module, n_groups: int, group_size: int, seed: int
+) -> tuple[torch.Tensor, object]:
+    """(chi, condition) of ``n_groups`` runs of ``group_size`` draws sharing a context
+    (condition None for an unconditional policy, whose draws need no shared context)."""
+    if _conditional(policy):
+        return policy.sample_grouped(n_groups, group_size, seed=seed)
+    return policy.sample(n_groups * group_size, seed=seed), None
+
+
+def _conditional(policy: torch.nn.Module) -> bool:
+    """Whether ``policy`` draws in contexts (``sample_grouped``; a policy with both kinds of
+    draws says which it is by a ``conditional`` attribute)."""
+    return callable(getattr(policy, "sample_grouped", None)) and bool(
+        getattr(policy, "conditional", True)
+    )
+
+
+def _log_prob(policy: torch.nn.Module, chi: torch.Tensor, condition: object) -> torch.Tensor:
+    return policy.log_prob(chi) if condition is None else policy.log_prob(chi, condition)
+
+
+def _select(condition: object, keep: torch.Tensor) -> object:
+    """The rows ``keep`` of a condition (a tensor, or None)."""
+    if condition is None or bool(keep.all()):
+        return condition
+    if isinstance(condition, torch.Tensor):
+        return condition[keep]
+    raise TypeError(f"cannot select rows of a {type(condition).__name__} condition")
+
+
 def _energy_function(energy: object) -> Callable[[torch.Tensor], torch.Tensor]:
     from pyslice.targets import ChiTarget
 
@@ -357,3 +421,173 @@ def _energy_function(energy: object) -> Callable[[torch.Tensor], torch.Tensor]:
     if callable(energy):
         return energy
     raise TypeError(f"energy must be callable or a ChiTarget, got {type(energy).__name__}")
+
+
+# ------------------------------------------------------------------- the transformer, end to end
+
+
+def sampler_contexts(
+    protein: object,
+    energy: object,
+    *,
+    n_chains: int = 256,
+    steps: int = 500,
+    temperature: float = 300.0,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Context states for a conditional policy: the chis of ``n_chains`` one-residue random-walk
+    chains after ``steps`` warm-up steps (adaptive step sizes) from the structure's own chis, at
+    ``temperature``: (n_chains, n_chi), near the states an equilibrated sampler holds."""
+    from pyslice.moves import RandomWalk
+    from pyslice.sampler import Sampler
+
+    sampler = Sampler(
+        protein,
+        energy,
+        n_chains=n_chains,
+        moves=[RandomWalk("residue")],
+        seed=seed,
+        temperature=temperature,
+    )
+    sampler.run(0, warmup=_checks.check_int("steps", steps, low=0), progress=False)
+    return sampler.chi.detach().to(torch.float32).cpu().clone()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """ERA fine-tuning of a SideChainTransformer on one structure (``pyslice train --era``)."""
+    import argparse
+    import copy
+    import json
+    import time
+
+    from pyslice.energy import ForceFieldEnergy
+    from pyslice.structure import Protein
+    from pyslice.targets import ProteinTarget
+    from pyslice.transformer import SideChainTransformer, TransformerPolicy
+
+    parser = argparse.ArgumentParser(
+        prog="pyslice train --era --",
+        description="Align a side-chain transformer with exp(-U/kT) of one structure by Energy "
+        "Rank Alignment: pairs of block proposals given sampler states, ranked by energy.",
+    )
+    parser.add_argument("--structure", default=None, help="PDB/mmCIF (default: built-in peptide)")
+    parser.add_argument("--model", default=None, help="starting model (default: the shipped one)")
+    parser.add_argument("--out", default="transformer-era.pt", help="aligned model file to write")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        help="block sizes (residues) the conditional policy is aligned for; 0: whole side-chain "
+        "sets from backbone and sequence alone",
+    )
+    parser.add_argument("--context-chains", type=int, default=256)
+    parser.add_argument("--context-steps", type=int, default=500, help="random-walk steps")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--pairs", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--gamma", type=float, default=0.0)
+    parser.add_argument("--temperature", type=float, default=300.0, help="kelvin")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="resumable training state")
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--eval-samples", type=int, default=256)
+    parser.add_argument("--eval-contexts", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(_checks.check_int("--threads", args.threads, low=1))
+    conditional = args.blocks != [0]
+    if conditional and min(args.blocks) < 1:
+        raise ValueError(f"--blocks: sizes must be >= 1, or a single 0; got {args.blocks}")
+
+    if args.structure is None:
+        from pyslice.cli import DEFAULT_SEQUENCE
+
+        protein = Protein.from_sequence(DEFAULT_SEQUENCE)
+        source = f"built-in peptide {DEFAULT_SEQUENCE}"
+    else:
+        path = Path(args.structure)
+        if not path.is_file():
+            raise FileNotFoundError(f"--structure: no such file: {path}")
+        reader = Protein.from_pdbx if path.suffix.lower() in (".cif", ".pdbx") else Protein.from_pdb
+        protein = reader(path)
+        source = str(path)
+    model = (
+        SideChainTransformer.default()
+        if args.model is None
+        else SideChainTransformer.load(args.model)
+    )
+    energy = ForceFieldEnergy(protein)
+    start = time.perf_counter()
+    contexts = None
+    if conditional:
+        contexts = _checkpoint_contexts(args.checkpoint)
+        if contexts is None:
+            contexts = sampler_contexts(
+                protein,
+                energy,
+                n_chains=args.context_chains,
+                steps=args.context_steps,
+                temperature=args.temperature,
+                seed=args.seed,
+            )
+        print(f"contexts: {contexts.shape[0]} states ({time.perf_counter() - start:.0f} s)")
+    blocks = args.blocks if conditional else None
+    reference = TransformerPolicy(model, protein, block_sizes=blocks, contexts=contexts)
+    policy = TransformerPolicy(copy.deepcopy(model), protein, block_sizes=blocks, contexts=contexts)
+    trainer = ERATrainer(
+        policy,
+        reference,
+        ProteinTarget(protein, energy),
+        temperature=args.temperature,
+        gamma=args.gamma,
+        pairs=args.pairs,
+        lr=args.lr,
+        seed=args.seed,
+        eval_samples=args.eval_samples,
+        eval_contexts=args.eval_contexts if conditional else 1,
+        log_every=args.log_every,
+    )
+    before = trainer.evaluate(derive_seed(args.seed, 0, 0x6576616C))
+    print(f"start: median U {before[1]:.1f} kJ/mol, MH acceptance {before[2]:.4f}")
+    history = trainer.train(
+        args.steps,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        progress=True,
+    )
+    seconds = time.perf_counter() - start
+    aligned = policy.model
+    aligned.provenance = {
+        "base": model.provenance,
+        "era": {
+            "command": "pyslice train --era -- " + " ".join(argv or sys.argv[1:]),
+            "structure": source,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+            "start": {"median_energy": before[1], "acceptance": before[2]},
+            "history": [vars(entry) for entry in history],
+            "seconds": round(seconds, 1),
+            "torch": torch.__version__,
+        },
+    }
+    aligned.save(args.out)
+    print(json.dumps(aligned.provenance["era"]["history"][-1:], indent=1))
+    print(f"ERA: {trainer.step} steps in {seconds:.0f} s; wrote {args.out}")
+    return 0
+
+
+def _checkpoint_contexts(path: str | None) -> torch.Tensor | None:
+    """The context states saved in an ERA checkpoint of a conditional policy (so a resumed run
+    aligns on the same states), or None."""
+    if path is None or not Path(path).exists():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = payload.get("model", {}) if isinstance(payload, dict) else {}
+    contexts = state.get("contexts")
+    return contexts if isinstance(contexts, torch.Tensor) else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

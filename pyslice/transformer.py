@@ -63,8 +63,10 @@ a few hundred steps without them). Only residues whose
 chi atoms were all deposited with B <= 40 are targets or known context (the rotamer library's
 filter, :mod:`pyslice.rotamers`); others enter as masked. Data: ``structures/top240`` for training,
 held-out ``domains/`` files plus bpti and t4-lysozyme for validation (:func:`default_datasets`).
-Energy-filtered sampler data (the published recipe's second stage) and ERA fine-tuning are not done
-here: the shipped model is trained on experimental structures only. Measured limits of the shipped
+Energy-filtered sampler data (the published recipe's second stage) are not used: the shipped
+model is trained on experimental structures only. :class:`TransformerPolicy` makes a model an ERA
+policy (:mod:`pyslice.era`; ``pyslice train --era``), which aligns its block conditionals with one
+structure's Boltzmann distribution from energies alone. Measured limits of the shipped
 model: context lowers the validation NLL by only ~0.01 nats per residue (the side-chain coupling
 is learned weakly), and in independence MH against amber14 in vacuum its block proposals are
 accepted ~12-17 % of the time for one residue, ~0.2-1 % for four and not measurably for sixteen
@@ -105,6 +107,7 @@ __all__ = [
     "ChiDataset",
     "ProteinRecord",
     "SideChainTransformer",
+    "TransformerPolicy",
     "TransformerProposal",
     "default_datasets",
     "evaluate_nll",
@@ -139,7 +142,7 @@ _CB_BOND = 0.153  # nm
 _CG_BOND = 0.152
 _B_MAX = 40.0
 _CACHE_VERSION = 1
-_TAG_LABEL, _TAG_ANGLE, _TAG_LATENT = 0x74636F, 0x74616E, 0x74726B
+_TAG_LABEL, _TAG_ANGLE, _TAG_LATENT, _TAG_CONTEXT = 0x74636F, 0x74616E, 0x74726B, 0x746378
 
 
 def _head_chis(name: str) -> int:
@@ -983,8 +986,11 @@ class TransformerProposal(Proposal):
 
     # ---------------------------------------------------------------- forward passes
 
-    def _forward(self, chi: torch.Tensor, masked: torch.Tensor) -> _GroupParams:
-        """Mixtures of the ``masked: (n, G)`` groups given the other groups' ``chi``."""
+    def _inputs(
+        self, chi: torch.Tensor, masked: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token inputs ``(chi (n, L, 4), known (n, L), want (n, L))`` of the model for the
+        ``masked: (n, G)`` groups given the other groups' ``chi: (n, n_chi)``."""
         n = chi.shape[0]
         length = self._static.h.shape[1]
         device = self.device
@@ -995,6 +1001,12 @@ class TransformerProposal(Proposal):
         known[:, self.group_token] = ~masked
         want = torch.zeros(n, length, dtype=torch.bool, device=device)
         want[:, self.group_token] = masked
+        return tokens, known, want
+
+    def _forward(self, chi: torch.Tensor, masked: torch.Tensor) -> _GroupParams:
+        """Mixtures of the ``masked: (n, G)`` groups given the other groups' ``chi``."""
+        n = chi.shape[0]
+        tokens, known, want = self._inputs(chi, masked)
         parts = []
         with torch.no_grad():
             for start in range(0, n, self.max_batch):
@@ -1002,15 +1014,7 @@ class TransformerProposal(Proposal):
                 static = self._static.expand(stop - start)
                 p = self.model.run(static, tokens[start:stop], known[start:stop], want[start:stop])
                 parts.append(p)
-        rows, groups = torch.nonzero(masked, as_tuple=True)  # same order as the want tokens
-        return _GroupParams(
-            rows,
-            groups,
-            torch.cat([p.logits for p in parts]).to(torch.float64),
-            torch.cat([p.loc for p in parts]).to(torch.float64),
-            torch.cat([p.concentration for p in parts]).to(torch.float64)
-            * self.concentration_scale,
-        )
+        return _group_params(parts, masked, self.concentration_scale)
 
     def _full_params(self, n: int) -> _GroupParams:
         """The all-masked mixtures (chi-independent; computed once), expanded to n rows."""
@@ -1193,6 +1197,190 @@ class TransformerProposal(Proposal):
         latent = torch.full((n, self.n_latent), -1, dtype=torch.int64, device=self.device)
         latent[params.rows, params.groups] = labels
         return ProposalDraw(out, self._score(out, params, latent), latent)
+
+
+def _group_params(
+    parts: Sequence[MixtureParams], masked: torch.Tensor, concentration_scale: float = 1.0
+) -> _GroupParams:
+    """Float64 :class:`_GroupParams` of the model outputs ``parts`` (row chunks, in order) for
+    the ``masked: (n, G)`` groups."""
+    rows, groups = torch.nonzero(masked, as_tuple=True)  # same order as the want tokens
+    return _GroupParams(
+        rows,
+        groups,
+        torch.cat([p.logits for p in parts]).to(torch.float64),
+        torch.cat([p.loc for p in parts]).to(torch.float64),
+        torch.cat([p.concentration for p in parts]).to(torch.float64) * concentration_scale,
+    )
+
+
+class TransformerPolicy(nn.Module):
+    """A trainable :class:`SideChainTransformer` on one protein, as a policy for
+    :class:`~pyslice.era.ERATrainer` (ERA fine-tuning from energies).
+
+    With ``block_sizes=None`` the policy is the all-masked model: whole side-chain sets drawn
+    from backbone and sequence (an unconditional policy, ``sample(n, seed=...)``). With block
+    sizes it is *conditional*, which is how the sampler uses the model: a context is a state
+    ``x`` from ``contexts`` (e.g. chains of a random-walk run) plus a random block of residues
+    (its size drawn from ``block_sizes``); the policy is q(x_block | x_rest). ERA then aligns,
+    for every context, q with the Boltzmann conditional exp(-beta U(x_rest, x_block)), which is
+    what makes independence block moves accepted. ``sample_grouped(n_groups, group_size,
+    seed=...)`` gives ``(chi, masked)`` with ``masked: (n, G)`` the block of each row;
+    ``log_prob(chi, masked)`` is exact and differentiable in the model's parameters.
+
+    ``model`` itself is trained (wrap a copy to keep the original). It runs in eval mode (no
+    dropout: ERA compares log-probabilities of draws, which dropout would make noisy).
+    :meth:`proposal` gives the frozen :class:`TransformerProposal` of the current weights for
+    the sampler.
+    """
+
+    def __init__(
+        self,
+        model: SideChainTransformer,
+        protein: Any,
+        *,
+        block_sizes: Sequence[int] | None = None,
+        contexts: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, SideChainTransformer):
+            raise TypeError(f"model must be a SideChainTransformer, got {type(model).__name__}")
+        self.maps = TransformerProposal(model, protein, device=device)
+        self.protein = protein
+        self.model = model.to(self.maps.device, torch.float32).eval()
+        self._batch = TokenBatch.from_records([self.maps.record], self.maps.device)
+        n_groups = self.maps.n_latent
+        if block_sizes is None:
+            if contexts is not None:
+                raise ValueError("contexts: only used with block_sizes (conditional policies)")
+            self.block_sizes = None
+        else:
+            sizes = [_checks.check_int("block_sizes", b, low=1) for b in block_sizes]
+            if not sizes:
+                raise ValueError("block_sizes must hold at least one size")
+            self.block_sizes = [min(b, n_groups) for b in sizes]
+            if contexts is None:
+                raise ValueError("contexts: a conditional policy needs context states (m, n_chi)")
+            contexts = self.maps.check_chi(
+                "contexts", torch.as_tensor(contexts).to(self.maps.device)
+            )
+            if contexts.shape[0] == 0:
+                raise ValueError("contexts must hold at least one state")
+        self.register_buffer(
+            "contexts", None if contexts is None else contexts.to(torch.float32).clone()
+        )
+
+    def train(self, mode: bool = True) -> TransformerPolicy:
+        super().train(mode)
+        self.model.eval()  # always: see the class docstring
+        return self
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the policy draws blocks given contexts (else whole side-chain sets)."""
+        return self.block_sizes is not None
+
+    @property
+    def n_chi(self) -> int:
+        return self.maps.n_chi
+
+    @property
+    def n_groups(self) -> int:
+        return self.maps.n_latent
+
+    def proposal(self, **kwargs: Any) -> TransformerProposal:
+        """The frozen :class:`TransformerProposal` of the current weights (``kwargs`` go to it)."""
+        return TransformerProposal(self.model, self.protein, device=self.maps.device, **kwargs)
+
+    def _params(self, chi: torch.Tensor, masked: torch.Tensor) -> _GroupParams:
+        static = self.model.encode_static(self._batch).expand(chi.shape[0])
+        tokens, known, want = self.maps._inputs(chi, masked)
+        return _group_params([self.model.run(static, tokens, known, want)], masked)
+
+    def _masked(self, masked: torch.Tensor | None, n: int) -> torch.Tensor:
+        if masked is None:
+            return torch.ones(n, self.n_groups, dtype=torch.bool, device=self.maps.device)
+        if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
+            raise TypeError("masked must be a bool tensor (n, n_groups)")
+        if masked.shape != (n, self.n_groups):
+            raise ValueError(
+                f"masked must have shape ({n}, {self.n_groups}), got {tuple(masked.shape)}"
+            )
+        return masked
+
+    def log_prob(self, chi: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) float64 log q(chi_masked | chi_rest) (all residues when ``masked`` is None),
+        differentiable in the model's parameters."""
+        chi = self.maps.check_chi("chi", chi)
+        masked = self._masked(masked, chi.shape[0])
+        params = self._params(chi, masked)
+        return self.maps._score(chi, params, None)
+
+    def sample(self, n: int, *, seed: int) -> torch.Tensor:
+        """``n`` whole side-chain sets from the all-masked model (unconditional policies)."""
+        if self.block_sizes is not None:
+            raise ValueError("a conditional policy draws with sample_grouped")
+        n = _checks.check_int("n", n, low=0)
+        with torch.no_grad():
+            params = self._params(
+                torch.zeros(1, self.n_chi, device=self.maps.device), self._masked(None, 1)
+            )
+        chi, _ = self.maps._draw(
+            torch.zeros(n, self.n_chi, dtype=self.maps.dtype, device=self.maps.device),
+            _repeat_rows(params, torch.ones(1, self.n_groups, dtype=torch.bool), n),
+            seed,
+            0,
+        )
+        return chi
+
+    def contexts_and_blocks(self, n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` contexts drawn from ``contexts`` with random blocks: (chi (n, n_chi), masked
+        (n, G))."""
+        device = self.maps.device
+        if self.block_sizes is None:
+            return torch.zeros(n, self.n_chi, device=device), self._masked(None, n)
+        gen = generator(device, seed, _TAG_CONTEXT)
+        pick = torch.randint(0, self.contexts.shape[0], (n,), generator=gen, device=device)
+        sizes = torch.tensor(self.block_sizes, device=device)
+        size = sizes[torch.randint(0, sizes.numel(), (n,), generator=gen, device=device)]
+        keys = torch.rand(n, self.n_groups, generator=gen, device=device)
+        rank = keys.argsort(1).argsort(1)
+        return self.contexts[pick], rank < size[:, None]
+
+    def sample_grouped(
+        self, n_groups: int, group_size: int, *, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n_groups`` contexts (random states and blocks), ``group_size`` independent draws of
+        each block given its context: ``(chi (n_groups * group_size, n_chi), masked)``."""
+        n_groups = _checks.check_int("n_groups", n_groups, low=1)
+        group_size = _checks.check_int("group_size", group_size, low=1)
+        context, masked = self.contexts_and_blocks(n_groups, seed=seed)
+        with torch.no_grad():
+            params = self._params(context, masked)
+        chi, _ = self.maps._draw(
+            context.to(self.maps.dtype).repeat_interleave(group_size, 0),
+            _repeat_rows(params, masked, group_size),
+            seed,
+            1,
+        )
+        return chi, masked.repeat_interleave(group_size, 0)
+
+
+def _repeat_rows(params: _GroupParams, masked: torch.Tensor, times: int) -> _GroupParams:
+    """``params`` of the rows of ``masked`` with every row repeated ``times`` times in place
+    (row r becomes rows r * times ... r * times + times - 1)."""
+    entry = torch.full(masked.shape, -1, dtype=torch.int64, device=params.rows.device)
+    entry[params.rows, params.groups] = torch.arange(params.rows.shape[0], device=entry.device)
+    rows, groups = torch.nonzero(masked.to(entry.device).repeat_interleave(times, 0), as_tuple=True)
+    source = entry[rows // times, groups]
+    return _GroupParams(
+        rows,
+        groups,
+        params.logits[source],
+        params.loc[source],
+        params.concentration[source],
+    )
 
 
 def _slot_numbers(group: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from pyslice import cli
 
@@ -191,10 +192,54 @@ def test_sample_with_a_trained_proposal(tmp_path, proposal: str) -> None:
     assert summary["proposal"] == proposal
 
 
-def test_train_forwards_options_and_rejects_era(capsys) -> None:
+def test_train_forwards_options(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["train", "--", "--help"])
     assert exited.value.code == 0
     assert "--steps" in capsys.readouterr().out
-    assert cli.main(["train", "--era"]) == 2
-    assert "--era" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train", "--era", "--", "--help"])
+    assert exited.value.code == 0
+    assert "--blocks" in capsys.readouterr().out
+
+
+ERA_RUN = [
+    "--context-chains", "8", "--context-steps", "4", "--pairs", "8", "--eval-samples", "16",
+    "--eval-contexts", "2", "--log-every", "2", "--blocks", "1", "4", "--threads", "1",
+]  # fmt: skip
+
+
+def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys) -> None:
+    from pyslice.transformer import SideChainTransformer
+
+    out, checkpoint = tmp_path / "era.pt", tmp_path / "era.ckpt"
+    common = [*ERA_RUN, "--out", str(out), "--checkpoint", str(checkpoint)]
+    assert cli.main(["train", "--era", "--", *common, "--steps", "2"]) == 0
+    first = SideChainTransformer.load(out)
+    assert [e["step"] for e in first.provenance["era"]["history"]] == [2]
+    # resumed from the checkpoint (its context states too), two more steps
+    assert cli.main(["train", "--era", "--", *common, "--steps", "4"]) == 0
+    model = SideChainTransformer.load(out)
+    era = model.provenance["era"]
+    assert [e["step"] for e in era["history"]] == [2, 4]
+    assert era["structure"].startswith("built-in peptide")
+    assert model.provenance["base"] == SideChainTransformer.default().provenance
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(model.parameters(), SideChainTransformer.default().parameters())
+    ]
+    assert any(changed)
+    assert "wrote" in capsys.readouterr().out
+    # the aligned model drives the sampler
+    sample_out = tmp_path / "sample"
+    args = ["sample", *SMALL_RUN, "--proposal", "transformer", "--model", str(out)]
+    assert cli.main([*args, "--out", str(sample_out)]) == 0
+    assert cli.main(["sample", *SMALL_RUN, "--model", str(out)]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_train_era_rejects_bad_blocks(tmp_path, capsys) -> None:
+    out = tmp_path / "era.pt"
+    assert cli.main(["train", "--era", "--", "--blocks", "-1", "--out", str(out)]) == 2
+    assert "--blocks" in capsys.readouterr().err
+    assert not out.exists()

@@ -22,6 +22,7 @@ from pyslice.targets import FunctionTarget
 from pyslice.transformer import (
     ProteinRecord,
     SideChainTransformer,
+    TransformerPolicy,
     TransformerProposal,
     evaluate_nll,
     train_ml,
@@ -483,3 +484,91 @@ def test_default_model_on_bpti(data_dir) -> None:
     assert float(proposal.log_prob(native)) > -protein.n_chi * math.log(TWO_PI) + 50.0
     block = _block(proposal, 1, 3)
     assert math.isfinite(float(proposal.block_log_prob(native, block)))
+
+
+# ------------------------------------------------------------------ the ERA policy
+
+
+def _conditional_policy(peptide: Protein, sizes=(1, 2)) -> TransformerPolicy:
+    model = _model()
+    contexts = model.proposal(peptide).sample(6, seed=3).chi
+    return TransformerPolicy(model, peptide, block_sizes=list(sizes), contexts=contexts)
+
+
+def test_policy_log_prob_is_the_proposals_and_differentiable(peptide: Protein) -> None:
+    policy = _conditional_policy(peptide)
+    chi, masked = policy.sample_grouped(4, 3, seed=4)
+    proposal = policy.proposal()
+    block = masked[:, proposal.group]
+    log_q = policy.log_prob(chi, masked)
+    # (float32 forward passes of different batch sizes: equal to round-off)
+    torch.testing.assert_close(
+        log_q.detach(), proposal.block_log_prob(chi, block), rtol=0, atol=1e-5
+    )
+    log_q.sum().backward()
+    grads = [p.grad for p in policy.model.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    unconditional = TransformerPolicy(_model(), peptide)
+    x = unconditional.sample(5, seed=1)
+    torch.testing.assert_close(
+        unconditional.log_prob(x).detach(), proposal.log_prob(x), rtol=0, atol=1e-5
+    )
+
+
+def test_policy_groups_share_a_context_and_a_block(peptide: Protein) -> None:
+    policy = _conditional_policy(peptide, sizes=(1, 2))
+    n_groups, size = 8, 5
+    chi, masked = policy.sample_grouped(n_groups, size, seed=7)
+    assert chi.shape == (n_groups * size, policy.n_chi)
+    columns = masked[:, policy.maps.group]
+    chi_g, masked_g, columns_g = (t.view(n_groups, size, -1) for t in (chi, masked, columns))
+    assert bool((masked_g == masked_g[:, :1]).all())
+    assert set(masked_g[:, 0].sum(1).tolist()) <= {1, 2}
+    for g in range(n_groups):
+        outside = ~columns_g[g, 0]
+        rows = chi_g[g][:, outside]
+        assert bool((rows == rows[:1]).all())  # one context per group
+        matches = (policy.contexts[:, outside] == rows[:1]).all(1)
+        assert bool(matches.any())  # taken from the pool
+        inside = chi_g[g][:, columns_g[g, 0]]
+        assert bool((inside != inside[:1]).any())  # independent draws of the block
+    again, _ = policy.sample_grouped(n_groups, size, seed=7)
+    assert torch.equal(chi, again)
+
+
+def test_policy_group_draws_follow_the_block_density(peptide: Protein) -> None:
+    policy = _conditional_policy(peptide, sizes=(1,))
+    n = 20_000
+    chi, masked = policy.sample_grouped(1, n, seed=12)
+    (group,) = torch.nonzero(masked[0]).flatten().tolist()
+    context = chi[:1]
+    log_q, columns = _grid_log_q(policy.proposal(), context, group, 128)
+    bins = 16 if len(columns) == 1 else 8
+    samples = chi[:, columns].double().numpy().squeeze()
+    assert _chi_square_p(samples, _cell_probabilities(log_q, bins), bins) > 1e-3
+    shifted = torch.roll(log_q, shifts=3, dims=0)
+    assert _chi_square_p(samples, _cell_probabilities(shifted, bins), bins) < 1e-6
+
+
+def test_policy_rejects_bad_arguments(peptide: Protein) -> None:
+    model = _model()
+    contexts = torch.zeros(2, peptide.n_chi)
+    with pytest.raises(TypeError, match="model"):
+        TransformerPolicy(object(), peptide)
+    with pytest.raises(ValueError, match="contexts"):
+        TransformerPolicy(model, peptide, block_sizes=[1])
+    with pytest.raises(ValueError, match="contexts"):
+        TransformerPolicy(model, peptide, contexts=contexts)
+    with pytest.raises(ValueError, match="contexts"):
+        TransformerPolicy(model, peptide, block_sizes=[1], contexts=torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="block_sizes"):
+        TransformerPolicy(model, peptide, block_sizes=[0], contexts=contexts)
+    with pytest.raises(ValueError, match="block_sizes"):
+        TransformerPolicy(model, peptide, block_sizes=[], contexts=contexts)
+    policy = TransformerPolicy(model, peptide, block_sizes=[1], contexts=contexts)
+    with pytest.raises(ValueError, match="sample_grouped"):
+        policy.sample(3, seed=0)
+    with pytest.raises(TypeError, match="masked"):
+        policy.log_prob(contexts, torch.ones(2, policy.n_groups))
+    with pytest.raises(ValueError, match="masked"):
+        policy.log_prob(contexts, torch.ones(2, 1, dtype=torch.bool))
