@@ -52,6 +52,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import pyslice
@@ -68,6 +69,7 @@ def _proposals(
     only: list[str] | None,
     kappa_scale: float,
     library_path: str | None = None,
+    era_model_path: str | None = None,
 ) -> dict:
     """label -> proposal, built only for the labels in ``only`` (all when None)."""
 
@@ -92,8 +94,18 @@ def _proposals(
         )
         return model.proposal(protein, concentration_scale=kappa_scale)
 
+    def transformer_era():
+        from pyslice.transformer import SideChainTransformer
+
+        return SideChainTransformer.load(era_model_path).proposal(
+            protein, concentration_scale=kappa_scale
+        )
+
+    makers = [("uniform", uniform), ("library", library), ("transformer", transformer)]
+    if era_model_path is not None:
+        makers.append(("transformer-era", transformer_era))
     out = {}
-    for label, make in (("uniform", uniform), ("library", library), ("transformer", transformer)):
+    for label, make in makers:
         if only and label not in only:
             continue
         try:
@@ -155,7 +167,7 @@ def run(args: argparse.Namespace) -> dict:
             flush=True,
         )
         for label, proposal in _proposals(
-            protein, args.model, args.only, args.kappa_scale, args.library
+            protein, args.model, args.only, args.kappa_scale, args.library, args.era_model
         ).items():
             for block in args.blocks:
                 move = _Recording(proposal, block=block)
@@ -172,6 +184,10 @@ def run(args: argparse.Namespace) -> dict:
                 log_a = torch.cat(probabilities)
                 mean_probability = float(torch.exp(log_a.clamp(max=0.0)).mean())
                 median_log10 = float(log_a.median()) / math.log(10.0)
+                # effective samples per second: the median over chis of the circular bulk ESS
+                # of the run (chains x steps draws), over the run's wall time
+                ess = float(np.median(ensemble.ess()))
+                energy_ess = ensemble.energy_ess()
                 row = {
                     "protein": name,
                     "proposal": label,
@@ -182,12 +198,17 @@ def run(args: argparse.Namespace) -> dict:
                     "mean_acceptance_probability": mean_probability,
                     "median_log10_a": median_log10,
                     "seconds": round(seconds, 2),
+                    "ess_median_chi": ess,
+                    "ess_per_second": ess / seconds,
+                    "energy_ess": energy_ess,
+                    "energy_ess_per_second": energy_ess / seconds,
                 }
                 results.append(row)
                 print(
                     f"  {label:12s} block {block:3d}: acceptance {rate:.4g} "
                     f"({accepted}/{proposed}), mean min(1, a) {mean_probability:.3g}, "
                     f"median log10 a {median_log10:.1f}, "
+                    f"ESS {ess:.0f} ({ess / seconds:.1f}/s), energy ESS {energy_ess:.0f}, "
                     f"{seconds:.1f} s",
                     flush=True,
                 )
@@ -202,6 +223,8 @@ def run(args: argparse.Namespace) -> dict:
             "temperature_K": args.temperature,
             "seed": args.seed,
             "model": args.model or "pyslice/data/transformer.pt",
+            "era_model": args.era_model,
+            "era_model_made_by": _era_provenance(args.era_model),
             "transformer_concentration_scale": args.kappa_scale,
             "library": args.library or "pyslice/data/rotamer_library.npz",
             "force_field": "amber14-all, no cutoff (ForceFieldEnergy default), float32",
@@ -221,6 +244,18 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def _era_provenance(path: str | None) -> dict | None:
+    """How the ERA-aligned model was made (its command and final log), from the file."""
+    if path is None:
+        return None
+    from pyslice.transformer import SideChainTransformer
+
+    era = SideChainTransformer.load(path).provenance.get("era", {})
+    return {key: era.get(key) for key in ("command", "structure", "seconds", "start")} | {
+        "last_log": (era.get("history") or [None])[-1]
+    }
+
+
 def _ratios(results: list[dict], min_accepted: int = 5) -> list[dict]:
     """transformer / library and transformer / uniform acceptance per protein and block, from the
     mean acceptance probabilities; None where either proposal had fewer than ``min_accepted``
@@ -229,10 +264,11 @@ def _ratios(results: list[dict], min_accepted: int = 5) -> list[dict]:
     table = {(r["protein"], r["proposal"], r["block"]): r for r in results}
     out = []
     for (protein, label, block), row in table.items():
-        if label != "transformer":
+        if label not in ("transformer", "transformer-era"):
             continue
-        ratio: dict = {"protein": protein, "block": block}
-        for other in ("library", "uniform"):
+        ratio: dict = {"protein": protein, "proposal": label, "block": block}
+        others = ("library", "uniform") + (("transformer",) if label != "transformer" else ())
+        for other in others:
             base = table.get((protein, other, block))
             if base is None:
                 continue
@@ -260,6 +296,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="transformer file (default: shipped)")
     parser.add_argument("--only", nargs="+", default=None, help="proposals to run")
     parser.add_argument("--library", default=None, help="rotamer library file (default: shipped)")
+    parser.add_argument(
+        "--era-model", default=None, help="an ERA-aligned transformer file (pyslice train --era)"
+    )
     parser.add_argument(
         "--kappa-scale", type=float, default=1.0, help="transformer concentration scale"
     )
