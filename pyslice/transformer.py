@@ -1314,7 +1314,17 @@ class TransformerPolicy(nn.Module):
         differentiable in the model's parameters."""
         chi = self.maps.check_chi("chi", chi)
         masked = self._masked(masked, chi.shape[0])
-        params = self._params(chi, masked)
+        # Rows that share their context and block (ERA's pairs) share one forward pass.
+        context = torch.where(masked[:, self.maps.group], 0.0, chi.to(torch.float32))
+        key = torch.cat([context, masked.to(torch.float32)], 1)
+        unique, source = torch.unique(key, dim=0, return_inverse=True)
+        if unique.shape[0] == key.shape[0]:
+            params = self._params(chi, masked)
+        else:
+            unique_masked = unique[:, self.n_chi :] > 0.5
+            params = _expand_rows(
+                self._params(unique[:, : self.n_chi], unique_masked), unique_masked, source
+            )
         return self.maps._score(chi, params, None)
 
     def sample(self, n: int, *, seed: int) -> torch.Tensor:
@@ -1328,7 +1338,11 @@ class TransformerPolicy(nn.Module):
             )
         chi, _ = self.maps._draw(
             torch.zeros(n, self.n_chi, dtype=self.maps.dtype, device=self.maps.device),
-            _repeat_rows(params, torch.ones(1, self.n_groups, dtype=torch.bool), n),
+            _expand_rows(
+                params,
+                torch.ones(1, self.n_groups, dtype=torch.bool, device=self.maps.device),
+                torch.zeros(n, dtype=torch.int64, device=self.maps.device),
+            ),
             seed,
             0,
         )
@@ -1360,26 +1374,31 @@ class TransformerPolicy(nn.Module):
             params = self._params(context, masked)
         chi, _ = self.maps._draw(
             context.to(self.maps.dtype).repeat_interleave(group_size, 0),
-            _repeat_rows(params, masked, group_size),
+            _expand_rows(
+                params,
+                masked,
+                torch.arange(n_groups, device=masked.device).repeat_interleave(group_size),
+            ),
             seed,
             1,
         )
         return chi, masked.repeat_interleave(group_size, 0)
 
 
-def _repeat_rows(params: _GroupParams, masked: torch.Tensor, times: int) -> _GroupParams:
-    """``params`` of the rows of ``masked`` with every row repeated ``times`` times in place
-    (row r becomes rows r * times ... r * times + times - 1)."""
+def _expand_rows(params: _GroupParams, masked: torch.Tensor, source: torch.Tensor) -> _GroupParams:
+    """``params`` of the rows of ``masked: (m, G)`` re-indexed so that output row r holds the
+    mixtures of row ``source[r]`` (rows repeated, or shared by rows with equal inputs)."""
     entry = torch.full(masked.shape, -1, dtype=torch.int64, device=params.rows.device)
     entry[params.rows, params.groups] = torch.arange(params.rows.shape[0], device=entry.device)
-    rows, groups = torch.nonzero(masked.to(entry.device).repeat_interleave(times, 0), as_tuple=True)
-    source = entry[rows // times, groups]
+    source = source.to(entry.device)
+    rows, groups = torch.nonzero(masked.to(entry.device)[source], as_tuple=True)
+    picked = entry[source[rows], groups]
     return _GroupParams(
         rows,
         groups,
-        params.logits[source],
-        params.loc[source],
-        params.concentration[source],
+        params.logits[picked],
+        params.loc[picked],
+        params.concentration[picked],
     )
 
 

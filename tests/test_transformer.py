@@ -506,6 +506,13 @@ def test_policy_log_prob_is_the_proposals_and_differentiable(peptide: Protein) -
         log_q.detach(), proposal.block_log_prob(chi, block), rtol=0, atol=1e-5
     )
     log_q.sum().backward()
+    # the rows of a group share one forward pass
+    batches = []
+    run = policy.model.run
+    policy.model.run = lambda static, *a: batches.append(static.h.shape[0]) or run(static, *a)
+    policy.log_prob(chi, masked)
+    del policy.model.run
+    assert batches == [4]
     grads = [p.grad for p in policy.model.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     unconditional = TransformerPolicy(_model(), peptide)
