@@ -113,6 +113,7 @@ __all__ = [
     "evaluate_nll",
     "load_structures",
     "record_from_protein",
+    "records_from_ensemble",
     "train_ml",
 ]
 
@@ -281,6 +282,70 @@ def record_from_protein(
         chi_ok=chi_ok,
     )
     return record, token_of_residue
+
+
+def records_from_ensemble(
+    protein: Any,
+    ensemble: Any,
+    *,
+    energy_cut: float | None = None,
+    keep_fraction: float | None = None,
+    max_records: int | None = None,
+    seed: int = 0,
+    name: str = "sampled",
+) -> list[ProteinRecord]:
+    """Energy-filtered sampler data for :func:`train_ml` (the published recipe's second stage):
+    one record per kept draw of ``ensemble`` (a :class:`~pyslice.Ensemble` sampled on
+    ``protein``), its chis as data on the protein's backbone.
+
+    A draw is kept when its energy is finite, ``<= energy_cut`` (kJ/mol, the sampler's energy) when
+    given, and among the lowest ``keep_fraction`` of the finite energies when given; of those, at
+    most ``max_records`` are taken at random (``seed``). Every movable residue of a kept draw is a
+    training target and known context (``chi_ok``).
+    """
+    from pyslice.ensemble import Ensemble
+
+    if not isinstance(ensemble, Ensemble):
+        raise TypeError(f"ensemble must be a pyslice.Ensemble, got {type(ensemble).__name__}")
+    if ensemble.n_chi != protein.n_chi:
+        raise ValueError(
+            f"ensemble: {ensemble.n_chi} chi angles per draw, the protein has {protein.n_chi}"
+        )
+    chi = ensemble.chi.reshape(-1, ensemble.n_chi).to(torch.float32)
+    energy = ensemble.energy.reshape(-1).to(torch.float64)
+    keep = torch.isfinite(energy)
+    if energy_cut is not None:
+        cut = float(energy_cut)
+        if math.isnan(cut):
+            raise ValueError("energy_cut must be a number, got nan")
+        keep &= energy <= cut
+    if keep_fraction is not None:
+        fraction = _checks.check_float("keep_fraction", keep_fraction, positive=True)
+        if fraction > 1.0:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+        finite = energy[torch.isfinite(energy)]
+        if finite.numel():
+            keep &= energy <= torch.quantile(finite, fraction)
+    index = torch.nonzero(keep).flatten()
+    if max_records is not None:
+        max_records = _checks.check_int("max_records", max_records, low=1)
+        if index.numel() > max_records:
+            gen = torch.Generator().manual_seed(int(seed))
+            index = index[torch.randperm(index.numel(), generator=gen)[:max_records]].sort()[0]
+    base, token_of_residue = record_from_protein(protein, name=name)
+    chi_index = protein.chi_index.to("cpu")
+    tokens, slots = token_of_residue[chi_index[:, 0]], chi_index[:, 1]
+    records = []
+    for i in index.tolist():
+        values = base.chi.clone()
+        values[tokens, slots] = chi[i]
+        records.append(
+            ProteinRecord(
+                **{**base.to_dict(), "name": f"{name}#{i}", "chi": values,
+                   "chi_ok": base.has_chi.clone()}
+            )
+        )  # fmt: skip
+    return records
 
 
 def _default_cache_dir() -> Path:
@@ -1746,24 +1811,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--half", action="store_true", help="store float16 weights")
+    parser.add_argument(
+        "--init", default=None, help="start from this model file (fine-tuning; its architecture)"
+    )
+    parser.add_argument(
+        "--sampled",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("STRUCTURE", "ENSEMBLE"),
+        help="add energy-filtered draws of a pyslice sample run (its structure and ensemble.npz); "
+        "repeatable",
+    )
+    parser.add_argument("--energy-cut", type=float, default=None, help="keep draws <= this kJ/mol")
+    parser.add_argument(
+        "--keep-fraction", type=float, default=None, help="keep the lowest-energy fraction"
+    )
+    parser.add_argument("--max-records", type=int, default=None, help="per ensemble, at random")
+    parser.add_argument(
+        "--no-structures",
+        action="store_true",
+        help="train on the --sampled data alone (no top240, no validation)",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.no_structures and not args.sampled:
+        raise ValueError("--no-structures: give the training data with --sampled")
+    if args.no_structures and args.keep_best:
+        raise ValueError("--keep-best needs the validation structures (drop --no-structures)")
     t0 = time.time()
-    train, val = default_datasets(args.data, cache_dir=args.cache, progress=True)
+    if args.no_structures:
+        train, val = ChiDataset(), None
+    else:
+        train, val = default_datasets(args.data, cache_dir=args.cache, progress=True)
+    sampled = _sampled_records(args)
+    train = ChiDataset([*train, *sampled])
     print(
-        f"data: {len(train)} training proteins ({train.n_residues} residues with chi data), "
-        f"{len(val)} validation ({val.n_residues}); read in {time.time() - t0:.0f} s"
+        f"data: {len(train)} training records ({train.n_residues} residues with chi data; "
+        f"{len(sampled)} sampled), {len(val) if val else 0} validation"
+        f"{f' ({val.n_residues})' if val else ''}; read in {time.time() - t0:.0f} s"
     )
     torch.manual_seed(args.seed)
-    model = SideChainTransformer(
-        d_model=args.d_model,
-        n_heads=args.heads,
-        n_layers=args.layers,
-        d_ff=args.d_ff,
-        n_components=args.components,
-        dropout=args.dropout,
-    )
+    if args.init is not None:
+        model = SideChainTransformer.load(args.init)
+    else:
+        model = SideChainTransformer(
+            d_model=args.d_model,
+            n_heads=args.heads,
+            n_layers=args.layers,
+            d_ff=args.d_ff,
+            n_components=args.components,
+            dropout=args.dropout,
+        )
+    base_provenance = dict(model.provenance)
     t1 = time.time()
     history = train_ml(
         model,
@@ -1782,6 +1883,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_every=args.val_every,
     )
     seconds = time.time() - t1
+    if val is None:
+        model.provenance = {
+            "base": base_provenance,
+            "command": "python -m pyslice.transformer "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "train_data": [f"{a} {b}" for a, b in args.sampled],
+            "train_records": len(train),
+            "history": {"step": history["step"], "loss": history["loss"]},
+            "train_seconds": round(seconds),
+            "torch": str(torch.__version__),
+        }
+        model.save(args.out, half=args.half)
+        print(json.dumps({k: v for k, v in model.provenance.items() if k != "base"}, indent=1))
+        return 0
     if args.half:  # score the weights as they are stored
         model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
                                for k, v in model.state_dict().items()})  # fmt: skip
@@ -1797,6 +1912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": "python -m pyslice.transformer "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "train_data": "structures/top240 (all files that read)",
+            "sampled_data": [f"{a} {b}" for a, b in args.sampled],
             "validation_data": [*VALIDATION_DOMAINS, "bpti", "t4-lysozyme"],
             "train_proteins": len(train),
             "train_residues": train.n_residues,
@@ -1810,6 +1926,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.save(args.out, half=args.half)
     print(json.dumps(model.provenance, indent=1))
     return 0
+
+
+def _sampled_records(args: Any) -> list[ProteinRecord]:
+    """The energy-filtered records of every ``--sampled STRUCTURE ENSEMBLE`` pair."""
+    from pyslice.ensemble import Ensemble
+    from pyslice.structure import Protein
+
+    out: list[ProteinRecord] = []
+    for structure, ensemble_path in args.sampled:
+        for label, path in (("STRUCTURE", structure), ("ENSEMBLE", ensemble_path)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--sampled {label}: no such file: {path}")
+        reader = (
+            Protein.from_pdbx
+            if Path(structure).suffix.lower() in (".cif", ".pdbx")
+            else Protein.from_pdb
+        )
+        records = records_from_ensemble(
+            reader(structure),
+            Ensemble.load(ensemble_path),
+            energy_cut=args.energy_cut,
+            keep_fraction=args.keep_fraction,
+            max_records=args.max_records,
+            seed=args.seed,
+            name=Path(structure).stem,
+        )
+        print(f"{ensemble_path}: {len(records)} draws kept")
+        out.extend(records)
+    return out
 
 
 if __name__ == "__main__":

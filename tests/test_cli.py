@@ -238,6 +238,32 @@ def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys) -> None:
     assert "--model" in capsys.readouterr().err
 
 
+def test_train_fine_tunes_on_energy_filtered_samples(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    import pyslice
+    from pyslice.transformer import SideChainTransformer
+
+    run = tmp_path / "run"
+    assert cli.main(["sample", *SMALL_RUN, "--out", str(run)]) == 0
+    structure = tmp_path / "peptide.pdb"
+    pyslice.Protein.from_sequence(cli.DEFAULT_SEQUENCE).to_pdb(structure)
+    shipped = Path(pyslice.__file__).parent / "data" / "transformer.pt"
+    out = tmp_path / "tuned.pt"
+    options = [
+        "--init", str(shipped), "--no-structures", "--keep-fraction", "0.5", "--steps", "3",
+        "--batch-size", "2", "--threads", "1", "--out", str(out),
+        "--sampled", str(structure), str(run / "ensemble.npz"),
+    ]  # fmt: skip
+    assert cli.main(["train", "--", *options]) == 0
+    assert "draws kept" in capsys.readouterr().out
+    model = SideChainTransformer.load(out)
+    assert model.provenance["base"] == SideChainTransformer.default().provenance
+    assert 0 < model.provenance["train_records"] < 12 * 8  # the lower-energy half
+    assert cli.main(["train", "--", "--no-structures", "--out", str(out)]) == 2
+    assert "--sampled" in capsys.readouterr().err
+
+
 def test_train_era_rejects_bad_blocks(tmp_path, capsys) -> None:
     out = tmp_path / "era.pt"
     assert cli.main(["train", "--era", "--", "--blocks", "-1", "--out", str(out)]) == 2

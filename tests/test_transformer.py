@@ -25,6 +25,8 @@ from pyslice.transformer import (
     TransformerPolicy,
     TransformerProposal,
     evaluate_nll,
+    record_from_protein,
+    records_from_ensemble,
     train_ml,
 )
 
@@ -579,3 +581,61 @@ def test_policy_rejects_bad_arguments(peptide: Protein) -> None:
         policy.log_prob(contexts, torch.ones(2, policy.n_groups))
     with pytest.raises(ValueError, match="masked"):
         policy.log_prob(contexts, torch.ones(2, 1, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------ energy-filtered sampler data
+
+
+@pytest.fixture(scope="module")
+def sampled(peptide: Protein):
+    import pyslice
+
+    sampler = Sampler(peptide, pyslice.ForceFieldEnergy(peptide), n_chains=8, seed=0)
+    return sampler.run(12, warmup=4, progress=False)
+
+
+def test_records_from_ensemble_keep_the_low_energy_draws(peptide: Protein, sampled) -> None:
+    chi = sampled.chi.reshape(-1, sampled.n_chi)
+    energy = sampled.energy.reshape(-1).to(torch.float64)
+    records = records_from_ensemble(peptide, sampled, keep_fraction=0.5, name="pep")
+    threshold = torch.quantile(energy, 0.5)
+    assert len(records) == int((energy <= threshold).sum())
+    base, token_of_residue = record_from_protein(peptide)
+    tokens = token_of_residue[peptide.chi_index[:, 0]]
+    for record in records:
+        i = int(record.name.split("#")[1])
+        assert float(energy[i]) <= float(threshold)
+        torch.testing.assert_close(record.chi[tokens, peptide.chi_index[:, 1]], chi[i].float())
+        assert torch.equal(record.chi_ok, base.has_chi)
+        assert torch.equal(record.backbone, base.backbone)
+    cut = float(energy.min()) + 1e-6  # the lowest draw (held by a chain for a few steps)
+    lowest = records_from_ensemble(peptide, sampled, energy_cut=cut)
+    assert len(lowest) == int((energy <= cut).sum()) < len(records)
+    picked = records_from_ensemble(peptide, sampled, max_records=5, seed=3)
+    assert len(picked) == 5
+    assert [r.name for r in picked] == [
+        r.name for r in records_from_ensemble(peptide, sampled, max_records=5, seed=3)
+    ]
+
+
+def test_records_from_ensemble_rejects_bad_arguments(peptide: Protein, sampled) -> None:
+    with pytest.raises(TypeError, match="ensemble"):
+        records_from_ensemble(peptide, object())
+    with pytest.raises(ValueError, match="ensemble"):
+        records_from_ensemble(Protein.from_sequence("AVA"), sampled)
+    with pytest.raises(ValueError, match="keep_fraction"):
+        records_from_ensemble(peptide, sampled, keep_fraction=1.5)
+    with pytest.raises(ValueError, match="keep_fraction"):
+        records_from_ensemble(peptide, sampled, keep_fraction=0.0)
+    with pytest.raises(ValueError, match="max_records"):
+        records_from_ensemble(peptide, sampled, max_records=0)
+    with pytest.raises(ValueError, match="energy_cut"):
+        records_from_ensemble(peptide, sampled, energy_cut=math.nan)
+
+
+def test_fine_tuning_on_sampled_draws_raises_their_likelihood(peptide: Protein, sampled) -> None:
+    records = records_from_ensemble(peptide, sampled)
+    model = _small()
+    before = evaluate_nll(model, records, mask_rate=0.3)
+    train_ml(model, records, steps=60, batch_size=4, lr=3e-3, seed=0, warmup=10, log=None)
+    assert evaluate_nll(model, records, mask_rate=0.3) < before - 0.5
