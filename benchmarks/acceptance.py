@@ -19,7 +19,11 @@ Run from the repository root::
 Needs the shared data (``PYSLICE_DATA``, default ``../shared/data``). Prints a table and writes
 JSON with the settings, the machine and every number. Besides the counted acceptance it reports
 the mean of min(1, a) over all proposals (a lower-noise estimate of the same rate) and the median
-of log10 a; ratios are left out (None) where either proposal had fewer than 5 acceptances.
+of log10 a, and the median chi's bulk ESS and the energy's ESS per second of the run; ratios are
+left out (None) where either proposal had fewer than 5 acceptances, and where the other had none
+a 95 % lower bound (``vs_library_at_least``) is given. ``--model`` runs another transformer file
+(e.g. one fine-tuned on a structure's energy-filtered samples), ``--era-model`` adds an
+ERA-aligned one as ``transformer-era``.
 
 Result on the 2-core development CPU (256 chains x 40 steps = 10,240 proposals per cell;
 ``benchmarks/results/acceptance-cpu-x86_64-2core.json``):
@@ -260,7 +264,8 @@ def _ratios(results: list[dict], min_accepted: int = 5) -> list[dict]:
     """transformer / library and transformer / uniform acceptance per protein and block, from the
     mean acceptance probabilities; None where either proposal had fewer than ``min_accepted``
     accepted moves (the mean of min(1, a) is then set by the single best of the proposals and
-    says nothing)."""
+    says nothing). Where the other proposal had none accepted and the transformer at least
+    ``min_accepted``, ``vs_<other>_at_least`` is a 95 % lower bound of the ratio."""
     table = {(r["protein"], r["proposal"], r["block"]): r for r in results}
     out = []
     for (protein, label, block), row in table.items():
@@ -278,6 +283,11 @@ def _ratios(results: list[dict], min_accepted: int = 5) -> list[dict]:
                 if measurable
                 else None
             )
+            if base["accepted"] == 0 and row["accepted"] >= min_accepted:
+                # none accepted of n: 3 / n bounds the rate at 95 % (the rule of three), so
+                # the ratio is at least this
+                bound = 3.0 / base["proposed"]
+                ratio[f"vs_{other}_at_least"] = row["acceptance"] / bound
         out.append(ratio)
     return out
 
