@@ -70,7 +70,11 @@ structure's Boltzmann distribution from energies alone. Measured limits of the s
 model: context lowers the validation NLL by only ~0.01 nats per residue (the side-chain coupling
 is learned weakly), and in independence MH against amber14 in vacuum its block proposals are
 accepted ~12-17 % of the time for one residue, ~0.2-1 % for four and not measurably for sixteen
-(``benchmarks/acceptance.py``): proposals of several residues mostly clash.
+(``benchmarks/acceptance.py``): proposals of several residues mostly clash. Fine-tuned for a few
+minutes on the lower-energy half of a sampler run of the structure (:func:`records_from_ensemble`,
+``python -m pyslice.transformer --init ... --sampled ...``), it learns that structure's packing:
+acceptance 0.31-0.32 for one residue, 0.05-0.07 for four and 0.3-0.5 % for sixteen on bpti and
+t4-lysozyme, where the rotamer library had none of 38,400 accepted.
 
 Extracted training tensors are cached per file (default ``$XDG_CACHE_HOME/pyslice/transformer``,
 keyed by the file's hash), never in the repository.
