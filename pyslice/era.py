@@ -194,8 +194,8 @@ class ERALog:
     step: int
     loss: float
     mean_energy: float
-    median_energy: float
     acceptance: float
+    median_energy: float = math.nan
 
 
 class ERATrainer:
@@ -223,7 +223,9 @@ class ERATrainer:
     conditional policy, ``eval_contexts`` contexts of ``eval_samples // eval_contexts`` draws each,
     the acceptance averaged over contexts).
     ``checkpoint``: a path written every ``checkpoint_every`` steps (model, optimiser, step, log);
-    :meth:`train` resumes from it and continues bit-identically (draws are keyed by seed and step).
+    :meth:`train` resumes from it and continues bit-identically (draws are keyed by seed and step);
+    ``identity`` (plain values, e.g. the structure and block sizes) is stored with the settings and
+    must match on resume.
     """
 
     def __init__(
@@ -242,11 +244,10 @@ class ERATrainer:
         log_every: int = 10,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Callable[[int], float] | None = None,
+        identity: dict | None = None,
     ) -> None:
         from pyslice.sampler import BOLTZMANN_KJ_PER_MOL_K
 
-        if model is reference_model:
-            raise ValueError("reference_model must be a separate (frozen) copy of the model")
         for name, policy in (("model", model), ("reference_model", reference_model)):
             draws = callable(getattr(policy, "sample", None)) or callable(
                 getattr(policy, "sample_grouped", None)
@@ -256,15 +257,21 @@ class ERATrainer:
                     f"{name} must have sample(n, seed=...) or sample_grouped(n_groups, "
                     "group_size, seed=...), and log_prob"
                 )
+        shared = {id(p) for p in model.parameters()} & {id(p) for p in reference_model.parameters()}
+        if model is reference_model or shared:
+            raise ValueError("reference_model must be a separate (frozen) copy of the model")
         temperature = _checks.check_float("temperature", temperature, positive=True)
         self.beta = 1.0 / (BOLTZMANN_KJ_PER_MOL_K * temperature)
         self.gamma = _checks.check_float("gamma", gamma, low=0.0)
         self.pairs = _checks.check_int("pairs", pairs, low=1)
         self.seed = _checks.check_int("seed", seed, low=0, high=_checks.MAX_SEED)
         self.eval_samples = _checks.check_int("eval_samples", eval_samples, low=2)
-        self.eval_contexts = _checks.check_int(
-            "eval_contexts", eval_contexts, low=1, high=self.eval_samples // 2
-        )
+        self.eval_contexts = _checks.check_int("eval_contexts", eval_contexts, low=1)
+        if _conditional(model) and self.eval_contexts > self.eval_samples // 2:
+            raise ValueError(
+                f"eval_contexts must be <= eval_samples // 2 = {self.eval_samples // 2} (two "
+                f"draws per context at least), got {eval_contexts}"
+            )
         self.log_every = _checks.check_int("log_every", log_every, low=1)
         self.model = model
         self.reference_model = reference_model
@@ -274,6 +281,7 @@ class ERATrainer:
         self.optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.scheduler = scheduler
+        self.identity = dict(identity or {})
         self.step = 0
         self.history: list[ERALog] = []
 
@@ -307,8 +315,10 @@ class ERATrainer:
             log_weight = -self.beta * energy - _log_prob(self.model, chi, condition)
         finite = torch.isfinite(energy)
         mean = float(energy[finite].mean()) if bool(finite.any()) else float("nan")
-        median = float(energy.nan_to_num(nan=math.inf).median())
+        median = float(energy.nan_to_num(nan=math.inf, posinf=math.inf).median())
         per_context = [independence_acceptance(lw) for lw in log_weight.view(n_groups, size)]
+        # a context none of whose draws has a finite energy accepts nothing
+        per_context = [0.0 if math.isnan(a) else a for a in per_context]
         return mean, median, sum(per_context) / n_groups
 
     def train(
@@ -351,7 +361,7 @@ class ERATrainer:
                 mean, median, acceptance = self.evaluate(
                     derive_seed(self.seed, self.step, 0x6576616C)
                 )
-                entry = ERALog(self.step, float(loss.detach()), mean, median, acceptance)
+                entry = ERALog(self.step, float(loss.detach()), mean, acceptance, median)
                 self.history.append(entry)
                 if progress:
                     print(
@@ -375,6 +385,7 @@ class ERATrainer:
                 "gamma": self.gamma,
                 "pairs": self.pairs,
                 "seed": self.seed,
+                **self.identity,
             },
         }
         buffer = io.BytesIO()
@@ -385,7 +396,13 @@ class ERATrainer:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != "pyslice-era-1":
             raise ValueError(f"checkpoint: {path} is not a pyslice ERA checkpoint")
-        mine = {"beta": self.beta, "gamma": self.gamma, "pairs": self.pairs, "seed": self.seed}
+        mine = {
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "pairs": self.pairs,
+            "seed": self.seed,
+            **self.identity,
+        }
         if payload["settings"] != mine:
             raise ValueError(
                 f"checkpoint: {path} was written with {payload['settings']}, not {mine}"
@@ -563,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_samples=args.eval_samples,
         eval_contexts=args.eval_contexts if conditional else 1,
         log_every=args.log_every,
+        identity={"structure": source, "model": args.model, "blocks": list(args.blocks)},
     )
     before = trainer.evaluate(derive_seed(args.seed, 0, 0x6576616C))
     print(f"start: median U {before[1]:.1f} kJ/mol, MH acceptance {before[2]:.4f}")
@@ -577,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     aligned.provenance = {
         "base": model.provenance,
         "era": {
-            "command": "pyslice train --era -- " + " ".join(argv or sys.argv[1:]),
+            "command": "pyslice train --era -- " + " ".join(sys.argv[1:] if argv is None else argv),
             "structure": source,
             "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
             "start": {"median_energy": before[1], "acceptance": before[2]},

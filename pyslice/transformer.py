@@ -315,6 +315,10 @@ def records_from_ensemble(
         raise ValueError(
             f"ensemble: {ensemble.n_chi} chi angles per draw, the protein has {protein.n_chi}"
         )
+    residues = torch.unique(protein.chi_index[:, 0].cpu()).tolist()
+    names = [f"{protein.residue_names[r]}{r + 1}" for r in residues]
+    if ensemble.group_names and list(ensemble.group_names) != names:
+        raise ValueError("ensemble: its residues are not the protein's (sampled on another one?)")
     chi = ensemble.chi.reshape(-1, ensemble.n_chi).to(torch.float32)
     energy = ensemble.energy.reshape(-1).to(torch.float64)
     keep = torch.isfinite(energy)
@@ -1842,6 +1846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.no_structures and not args.sampled:
         raise ValueError("--no-structures: give the training data with --sampled")
+    for option in ("energy_cut", "keep_fraction", "max_records"):
+        if getattr(args, option) is not None and not args.sampled:
+            raise ValueError(f"--{option.replace('_', '-')}: filters --sampled data; none given")
     if args.no_structures and args.keep_best:
         raise ValueError("--keep-best needs the validation structures (drop --no-structures)")
     t0 = time.time()
@@ -1911,12 +1918,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "val_nll_10pct_context": evaluate_nll(model, val, mask_rate=0.1, seed=args.seed),
     }
+    if args.init is not None:
+        model.provenance = {}  # the starting model's goes under "base"
     model.provenance.update(
         {
             "command": "python -m pyslice.transformer "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "train_data": "structures/top240 (all files that read)",
             "sampled_data": [f"{a} {b}" for a, b in args.sampled],
+            **({"base": base_provenance} if args.init is not None else {}),
             "validation_data": [*VALIDATION_DOMAINS, "bpti", "t4-lysozyme"],
             "train_proteins": len(train),
             "train_residues": train.n_residues,

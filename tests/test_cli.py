@@ -209,7 +209,8 @@ ERA_RUN = [
 ]  # fmt: skip
 
 
-def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys) -> None:
+def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys, monkeypatch) -> None:
+    import pyslice.era
     from pyslice.transformer import SideChainTransformer
 
     out, checkpoint = tmp_path / "era.pt", tmp_path / "era.ckpt"
@@ -217,8 +218,18 @@ def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys) -> None:
     assert cli.main(["train", "--era", "--", *common, "--steps", "2"]) == 0
     first = SideChainTransformer.load(out)
     assert [e["step"] for e in first.provenance["era"]["history"]] == [2]
-    # resumed from the checkpoint (its context states too), two more steps
+
+    # resumed from the checkpoint (its context states too: no new random-walk run), two more steps
+    def no_new_contexts(*args, **kwargs):
+        raise AssertionError("contexts must come from the checkpoint")
+
+    monkeypatch.setattr(pyslice.era, "sampler_contexts", no_new_contexts)
     assert cli.main(["train", "--era", "--", *common, "--steps", "4"]) == 0
+    # another block setting does not silently continue that run
+    assert cli.main(["train", "--era", "--", *common, "--steps", "6", "--blocks", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "checkpoint" in captured.err
+    assert "wrote" in captured.out  # from the runs before
     model = SideChainTransformer.load(out)
     era = model.provenance["era"]
     assert [e["step"] for e in era["history"]] == [2, 4]
@@ -229,7 +240,6 @@ def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys) -> None:
         for a, b in zip(model.parameters(), SideChainTransformer.default().parameters())
     ]
     assert any(changed)
-    assert "wrote" in capsys.readouterr().out
     # the aligned model drives the sampler
     sample_out = tmp_path / "sample"
     args = ["sample", *SMALL_RUN, "--proposal", "transformer", "--model", str(out)]

@@ -309,6 +309,17 @@ def test_era_trainer_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="model"):
         ERATrainer(object(), reference, target)
 
+    class SameWeights(torch.nn.Module):  # another policy object around the same parameters
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.sample, self.log_prob = inner.sample, inner.log_prob
+
+    with pytest.raises(ValueError, match="reference_model"):
+        ERATrainer(model, SameWeights(model), target)
+    with pytest.raises(ValueError, match="eval_contexts"):
+        ERATrainer(model, reference, target, eval_contexts=0)
+
 
 def test_independence_acceptance_estimator() -> None:
     from pyslice.era import independence_acceptance

@@ -623,6 +623,8 @@ def test_records_from_ensemble_rejects_bad_arguments(peptide: Protein, sampled) 
         records_from_ensemble(peptide, object())
     with pytest.raises(ValueError, match="ensemble"):
         records_from_ensemble(Protein.from_sequence("AVA"), sampled)
+    with pytest.raises(ValueError, match="residues"):  # same chi count, other residues
+        records_from_ensemble(Protein.from_sequence("AVLYA"), sampled)
     with pytest.raises(ValueError, match="keep_fraction"):
         records_from_ensemble(peptide, sampled, keep_fraction=1.5)
     with pytest.raises(ValueError, match="keep_fraction"):
