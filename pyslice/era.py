@@ -448,7 +448,7 @@ def _energy_function(energy: object) -> Callable[[torch.Tensor], torch.Tensor]:
     from pyslice.targets import ChiTarget
 
     if isinstance(energy, ChiTarget):
-        return lambda chi: energy.energy(chi.to(energy.dtype))[0]
+        return lambda chi: energy.energy(chi.to(energy.device, energy.dtype))[0]
     if callable(energy):
         return energy
     raise TypeError(f"energy must be callable or a ChiTarget, got {type(energy).__name__}")

@@ -1304,7 +1304,7 @@ class TransformerPolicy(nn.Module):
     ``model`` itself is trained (wrap a copy to keep the original). It runs in eval mode (no
     dropout: ERA compares log-probabilities of draws, which dropout would make noisy).
     :meth:`proposal` gives the frozen :class:`TransformerProposal` of the current weights for
-    the sampler.
+    the sampler. Choose the device with ``device=`` (``.to()`` would not move the index maps).
     """
 
     def __init__(
