@@ -31,10 +31,10 @@ Result on the 2-core development CPU (256 chains x 40 steps = 10,240 proposals p
 ===========  =====  =======  =======  ===========
 protein      block  uniform  library  transformer
 ===========  =====  =======  =======  ===========
-bpti         1      0.0136   0.111    0.123
-bpti         4      0        0.0010   0.0021
+bpti         1      0.0136   0.114    0.123
+bpti         4      0        0.0011   0.0021
 bpti         16     0        0        0
-t4-lysozyme  1      0.0465   0.152    0.173
+t4-lysozyme  1      0.0465   0.153    0.173
 t4-lysozyme  4      0        0.0076   0.0096
 t4-lysozyme  16     0        0        0
 ===========  =====  =======  =======  ===========
