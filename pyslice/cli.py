@@ -147,8 +147,7 @@ def _load_structure(args: argparse.Namespace):
     path = Path(args.structure)
     if not path.is_file():
         raise FileNotFoundError(f"STRUCTURE: no such file: {path}")
-    reader = Protein.from_pdbx if path.suffix.lower() in (".cif", ".pdbx") else Protein.from_pdb
-    return reader(path, forcefield=forcefield)
+    return Protein.from_file(path, forcefield=forcefield)
 
 
 def _make_proposal(kind: str, protein, device: torch.device, model: str | None = None):

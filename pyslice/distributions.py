@@ -518,11 +518,18 @@ def _m_step(
     resultant = torch.sqrt(cos_sum * cos_sum + sin_sum * sin_sum) / mass.clamp_min(1e-300)
     kappa = _invert_mean_resultant_length(resultant)
     log_w = torch.log(mass / total)
-    # An emptied component keeps its last shape (its weight is zero, so nothing depends on it).
-    empty = mass <= 1e-12 * total
-    if previous is not None:
-        loc = torch.where(empty, previous[1], loc)
-        kappa = torch.where(empty, previous[2], kappa)
-    else:
-        kappa = torch.where(empty, torch.ones_like(kappa), kappa)
+    loc, kappa = _keep_emptied(mass <= 1e-12 * total, loc, kappa, previous)
     return log_w, loc, kappa
+
+
+def _keep_emptied(
+    empty: torch.Tensor,
+    loc: torch.Tensor,
+    kappa: torch.Tensor,
+    previous: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An emptied component (``empty``, broadcast to ``loc``) keeps its last shape: its weight is
+    zero, so nothing depends on it (kappa 1 when there is no previous shape)."""
+    if previous is not None:
+        return torch.where(empty, previous[1], loc), torch.where(empty, previous[2], kappa)
+    return loc, torch.where(empty, torch.ones_like(kappa), kappa)

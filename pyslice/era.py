@@ -542,8 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.structure)
         if not path.is_file():
             raise FileNotFoundError(f"--structure: no such file: {path}")
-        reader = Protein.from_pdbx if path.suffix.lower() in (".cif", ".pdbx") else Protein.from_pdb
-        protein = reader(path)
+        protein = Protein.from_file(path)
         source = str(path)
     model = (
         SideChainTransformer.default()

@@ -101,6 +101,7 @@ from pyslice._data import data_dir as _default_data_dir
 from pyslice.distributions import (
     VonMisesMixture,
     _invert_mean_resultant_length,
+    _keep_emptied,
     _von_mises_log_density,
     mean_resultant_length,
 )
@@ -1202,11 +1203,7 @@ def _m_step_joint(
     kappa = _invert_mean_resultant_length(resultant).clamp(max=KAPPA_MAX)
     log_w = torch.log(mass / total)
     empty = (mass <= 1e-12 * total)[:, None, :].expand_as(loc)
-    if previous is not None:
-        loc = torch.where(empty, previous[1], loc)
-        kappa = torch.where(empty, previous[2], kappa)
-    else:
-        kappa = torch.where(empty, torch.ones_like(kappa), kappa)
+    loc, kappa = _keep_emptied(empty, loc, kappa, previous)
     return log_w, loc, kappa
 
 

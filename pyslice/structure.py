@@ -49,7 +49,7 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -175,6 +175,14 @@ class Protein:
     ) -> Protein:
         """Read a PDBx/mmCIF file; otherwise exactly :meth:`from_pdb`."""
         return cls._read(path_or_file, "pdbx", ph, forcefield, keep_water, unknown, movable)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> Protein:
+        """:meth:`from_pdbx` for ``.cif``/``.pdbx`` paths, :meth:`from_pdb` otherwise
+        (``kwargs`` go to the reader)."""
+        suffix = Path(path).suffix.lower()
+        reader = cls.from_pdbx if suffix in (".cif", ".pdbx") else cls.from_pdb
+        return reader(path, **kwargs)
 
     @classmethod
     def from_sequence(

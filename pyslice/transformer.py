@@ -1952,13 +1952,8 @@ def _sampled_records(args: Any) -> list[ProteinRecord]:
         for label, path in (("STRUCTURE", structure), ("ENSEMBLE", ensemble_path)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"--sampled {label}: no such file: {path}")
-        reader = (
-            Protein.from_pdbx
-            if Path(structure).suffix.lower() in (".cif", ".pdbx")
-            else Protein.from_pdb
-        )
         records = records_from_ensemble(
-            reader(structure),
+            Protein.from_file(structure),
             Ensemble.load(ensemble_path),
             energy_cut=args.energy_cut,
             keep_fraction=args.keep_fraction,
