@@ -19,7 +19,7 @@ import torch
 from bench_common import DEVICE, size, sync
 
 from pyslice import backends
-from pyslice.geometry import SideChainBuilder
+from pyslice.geometry.builder import SideChainBuilder
 
 BATCH = size(1024, 8)
 GROUP = f"build bpti+H B={BATCH}"

@@ -22,7 +22,7 @@ from openmm import app, unit  # noqa: E402
 
 from pyslice import backends  # noqa: E402
 from pyslice._data import data_dir  # noqa: E402
-from pyslice.energy import ForceFieldEnergy  # noqa: E402
+from pyslice.energy.forcefield import ForceFieldEnergy  # noqa: E402
 
 STRUCTURES = ["bpti", "t4-lysozyme"]
 BATCH = size(256, 4)

@@ -45,10 +45,10 @@ from openmm import app, unit  # noqa: E402
 import pyslice  # noqa: E402
 from pyslice import backends  # noqa: E402
 from pyslice._data import data_dir  # noqa: E402
-from pyslice.energy import ForceFieldEnergy  # noqa: E402
-from pyslice.moves import RandomWalk  # noqa: E402
-from pyslice.sampler import BOLTZMANN_KJ_PER_MOL_K  # noqa: E402
-from pyslice.targets import ProteinTarget  # noqa: E402
+from pyslice.energy.forcefield import ForceFieldEnergy  # noqa: E402
+from pyslice.mcmc.moves import RandomWalk  # noqa: E402
+from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K  # noqa: E402
+from pyslice.mcmc.targets import ProteinTarget  # noqa: E402
 
 CHAINS = [size(1024, 8), size(4096, 16)]
 SAMPLER_CHAIN_STEPS = size(32768, 16)  # per timed run(): steps = this / chains

@@ -5,23 +5,30 @@ the failure is kept and raised, with build information, when a compiled path is 
 (``python -m pyslice info`` shows what is usable and why not).
 """
 
+from pyslice._version import __version__
 from pyslice.backends import BackendUnavailable
 from pyslice.distributions import FitResult, VonMises, VonMisesMixture
 from pyslice.energy import ForceFieldEnergy
-from pyslice.ensemble import Ensemble
-from pyslice.era import ERATrainer
 from pyslice.geometry import SideChainBuilder
-from pyslice.mcmc import ChainState, metropolis_step
+from pyslice.mcmc import (
+    ChainState,
+    ChiTarget,
+    Ensemble,
+    FunctionTarget,
+    Independence,
+    Lifted,
+    Move,
+    ProteinTarget,
+    RandomWalk,
+    Sampler,
+    metropolis_step,
+)
 from pyslice.metrics import evaluate
-from pyslice.moves import Independence, Lifted, Move, RandomWalk
+from pyslice.models.era import ERATrainer
+from pyslice.models.rotamers import RotamerLibrary
+from pyslice.models.transformer import SideChainTransformer, TransformerPolicy, TransformerProposal
 from pyslice.proposals import MixtureProposal, Proposal, UniformProposal
-from pyslice.rotamers import RotamerLibrary
-from pyslice.sampler import Sampler
 from pyslice.structure import Protein
-from pyslice.targets import ChiTarget, FunctionTarget, ProteinTarget
-from pyslice.transformer import SideChainTransformer, TransformerPolicy, TransformerProposal
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",

@@ -1,6 +1,7 @@
-"""Where pyslice finds the shared structure and rotamer data: the one setting PYSLICE_DATA
-(default ``../shared/data`` relative to the working directory). Nothing is copied into the
-package; code that needs the data says so clearly when it is absent."""
+"""Where pyslice finds its data: the shared structure and rotamer data through the one setting
+PYSLICE_DATA (default ``../shared/data`` relative to the working directory), and the files shipped
+inside the package. Nothing is copied into the package; code that needs the shared data says so
+clearly when it is absent."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def data_dir(required: bool = False) -> Path | None:
             "structures/ and top8000/)"
         )
     return None
+
+
+def shipped_file(name: str) -> Path:
+    """A data file shipped inside the package (``pyslice/data/<name>``); FileNotFoundError if the
+    installation lacks it."""
+    path = Path(__file__).resolve().parent / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped file {path} is missing (a broken installation?)")
+    return path

@@ -10,7 +10,7 @@ import torch
 from pyslice import _compiled
 
 if TYPE_CHECKING:
-    from pyslice.geometry import BuildTables
+    from pyslice.geometry.builder import BuildTables
 
 
 def sample_mixture_cpu(

@@ -138,16 +138,16 @@ _register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _
 # energy_delta: (tables, positions, new_positions, moved (B, M) int64) -> (B, 5) float64.
 _register("energy", "cuda", "pyslice._ops:energy_cuda", _F32_F64)
 _register("energy", "cpu", "pyslice._ops:energy_cpu", _F32_F64)
-_register("energy", "reference", "pyslice.energy:energy_reference", _F32_F64)
+_register("energy", "reference", "pyslice.energy.forcefield:energy_reference", _F32_F64)
 _register("energy_delta", "cuda", "pyslice._ops:energy_delta_cuda", _F32_F64)
 _register("energy_delta", "cpu", "pyslice._ops:energy_delta_cpu", _F32_F64)
-_register("energy_delta", "reference", "pyslice.energy:energy_delta_reference", _F32_F64)
+_register("energy_delta", "reference", "pyslice.energy.forcefield:energy_delta_reference", _F32_F64)
 
 # Side-chain building (pyslice.geometry.SideChainBuilder.build):
 # (tables: geometry.BuildTables, chi (B, n_chi)) -> (B, N, 3) in chi's dtype.
 _register("sidechain_build", "cuda", "pyslice._ops:build_sidechains_cuda", _F32_F64)
 _register("sidechain_build", "cpu", "pyslice._ops:build_sidechains_cpu", _F32_F64)
-_register("sidechain_build", "reference", "pyslice.geometry:build_reference", _F32_F64)
+_register("sidechain_build", "reference", "pyslice.geometry.builder:build_reference", _F32_F64)
 
 # Attention (pyslice.attention.attention): (q (B, H, Sq, D), k, v (B, H, Sk, D), key_padding_mask
 # (B, Sk) bool or None, scale) -> (B, H, Sq, D) in q's dtype; "reference" is torch SDPA.

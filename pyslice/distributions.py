@@ -25,8 +25,20 @@ from dataclasses import dataclass
 import torch
 
 from pyslice import _checks, backends, reference
+from pyslice.geometry.angles import wrap_angle
 
-__all__ = ["FitResult", "VonMises", "VonMisesMixture", "log_i0", "mean_resultant_length"]
+__all__ = [
+    "FitResult",
+    "VonMises",
+    "VonMisesMixture",
+    "concentration_from_resultant",
+    "draw_mixture",
+    "keep_emptied_components",
+    "log_i0",
+    "mean_resultant_length",
+    "product_component_log_prob",
+    "von_mises_log_density",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Concentrations that EM returns are capped here (a single repeated angle has kappa -> inf).
@@ -43,10 +55,28 @@ def mean_resultant_length(kappa: torch.Tensor) -> torch.Tensor:
     return torch.special.i1e(kappa) / torch.special.i0e(kappa)
 
 
-def _von_mises_log_density(x: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+def von_mises_log_density(x: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """log p(x | loc, kappa) of the von Mises density, broadcast over the three arguments.
+
+    The one implementation in pyslice: every mixture, proposal and model density calls it.
+    """
     # kappa (cos d - 1) = -2 kappa sin^2(d / 2): no cancellation near the mode at large kappa.
     half = torch.sin(0.5 * (x - loc))
     return -2.0 * kappa * half * half - _LOG_2PI - torch.log(torch.special.i0e(kappa))
+
+
+def product_component_log_prob(
+    x: torch.Tensor, log_weights: torch.Tensor, loc: torch.Tensor, concentration: torch.Tensor
+) -> torch.Tensor:
+    """Joint log-density of each component of a mixture of products of von Mises densities.
+
+    A component k spans d angles: log alpha_k + sum_j log vM(x_j; loc_jk, kappa_jk) (one rotamer of
+    a residue with d chi angles). ``x: (..., d)``, ``log_weights: (..., K)`` (normalised),
+    ``loc, concentration: (..., d, K)``, all broadcast; returns ``(..., K)``. The mixture's
+    log-density is its logsumexp over K, the posterior of the component its softmax.
+    """
+    per_angle = von_mises_log_density(x.unsqueeze(-1), loc, concentration)
+    return log_weights + per_angle.sum(-2)
 
 
 def _check_concentration(concentration: torch.Tensor) -> None:
@@ -66,7 +96,7 @@ def _check_angles(name: str, x: object, like: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, like.dtype))
 
 
-def _draw(
+def draw_mixture(
     logits: torch.Tensor,
     loc: torch.Tensor,
     concentration: torch.Tensor,
@@ -76,7 +106,12 @@ def _draw(
     backend: str | None,
     pi_periodic: bool,
 ) -> torch.Tensor:
-    """Shared sampling path: component table -> backend kernel -> (*sample_shape, *batch)."""
+    """Draws from von Mises mixtures through the fused sampling kernel of the selected backend.
+
+    ``logits, loc, concentration: (*batch, K)``; returns ``(*sample_shape, *batch)`` in loc's
+    dtype. ``seed``/``offset`` select the counter-based Philox stream (None: a random seed);
+    ``pi_periodic``: the parameters describe the doubled angle (see the module docstring).
+    """
     shape = _checks.sample_shape_of(sample_shape)
     seed = _checks.resolve_seed(seed)
     offset = _checks.check_int("offset", offset, low=0, high=_checks.MAX_OFFSET)
@@ -119,7 +154,7 @@ class VonMises:
     @property
     def mean(self) -> torch.Tensor:
         """The mean direction, wrapped to [-pi, pi)."""
-        return torch.remainder(self.loc + math.pi, 2.0 * math.pi) - math.pi
+        return wrap_angle(self.loc)
 
     @property
     def circular_variance(self) -> torch.Tensor:
@@ -129,7 +164,7 @@ class VonMises:
     def log_prob(self, x: torch.Tensor | float) -> torch.Tensor:
         """log p(x); ``x`` broadcasts against the batch shape."""
         x = _check_angles("x", x, self.loc)
-        return _von_mises_log_density(x, self.loc, self.concentration)
+        return von_mises_log_density(x, self.loc, self.concentration)
 
     def cdf(self, x: torch.Tensor | float) -> torch.Tensor:
         """P(loc - pi <= X <= x) for x in [loc - pi, loc + pi], extended by F(x + 2 pi) = F(x) + 1
@@ -173,7 +208,7 @@ class VonMises:
         ``backend`` forces an implementation (see :mod:`pyslice.backends`).
         """
         ones = torch.zeros((*self.batch_shape, 1), dtype=self.loc.dtype, device=self.loc.device)
-        return _draw(
+        return draw_mixture(
             ones,
             self.loc.unsqueeze(-1),
             self.concentration.unsqueeze(-1),
@@ -271,7 +306,7 @@ class VonMisesMixture:
         """log(alpha_k p_k(x)), shape (*broadcast(x, batch), K)."""
         x = _check_angles("x", x, self.loc)
         y = self._angles(x).unsqueeze(-1)
-        return self.logits + _von_mises_log_density(y, self.loc, self.concentration)
+        return self.logits + von_mises_log_density(y, self.loc, self.concentration)
 
     def log_prob(self, x: torch.Tensor | float) -> torch.Tensor:
         """log p(x); ``x`` broadcasts against the batch shape."""
@@ -291,7 +326,7 @@ class VonMisesMixture:
         """Draws of shape ``(*sample_shape, *batch_shape)`` in [-pi, pi); one fused kernel picks
         each draw's component and its angle. ``seed``/``offset``/``backend`` as in
         :meth:`VonMises.sample`."""
-        return _draw(
+        return draw_mixture(
             self.logits,
             self.loc,
             self.concentration,
@@ -484,7 +519,7 @@ def _e_step(
     y: torch.Tensor, w: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     log_w, loc, kappa = params
-    joint = log_w[:, None, :] + _von_mises_log_density(
+    joint = log_w[:, None, :] + von_mises_log_density(
         y[:, :, None], loc[:, None, :], kappa[:, None, :]
     )
     point_log_lik = torch.logsumexp(joint, dim=-1)
@@ -492,7 +527,7 @@ def _e_step(
     return (w * point_log_lik).sum(-1), resp
 
 
-def _invert_mean_resultant_length(r: torch.Tensor, steps: int = 8) -> torch.Tensor:
+def concentration_from_resultant(r: torch.Tensor, steps: int = 8) -> torch.Tensor:
     """kappa with A(kappa) = r (float64), capped at MAX_FIT_CONCENTRATION."""
     r = r.clamp(0.0, 1.0 - 1e-15)
     kappa = (r * (2.0 - r * r) / (1.0 - r * r)).clamp(0.0, MAX_FIT_CONCENTRATION)
@@ -516,13 +551,13 @@ def _m_step(
     sin_sum = (weighted * torch.sin(y)[:, :, None]).sum(dim=1)
     loc = torch.atan2(sin_sum, cos_sum)
     resultant = torch.sqrt(cos_sum * cos_sum + sin_sum * sin_sum) / mass.clamp_min(1e-300)
-    kappa = _invert_mean_resultant_length(resultant)
+    kappa = concentration_from_resultant(resultant)
     log_w = torch.log(mass / total)
-    loc, kappa = _keep_emptied(mass <= 1e-12 * total, loc, kappa, previous)
+    loc, kappa = keep_emptied_components(mass <= 1e-12 * total, loc, kappa, previous)
     return log_w, loc, kappa
 
 
-def _keep_emptied(
+def keep_emptied_components(
     empty: torch.Tensor,
     loc: torch.Tensor,
     kappa: torch.Tensor,

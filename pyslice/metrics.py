@@ -38,8 +38,6 @@ never rebuilt), hydrogens are ignored. Protein objects are used as they are.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 from collections import deque
@@ -50,14 +48,14 @@ from typing import Any
 
 import numpy as np
 
-from pyslice.geometry import CHI_ATOMS, PI_PERIODIC, parent_residue_name
-from pyslice.structure import AMINO_ACIDS
+from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.structure.protein import AMINO_ACIDS
 
 __all__ = [
     "BONDI_RADII_NM",
     "CLASH_FRACTIONS",
     "SYMMETRIC_ATOMS",
-    "add_evaluate_parser",
+    "DEFAULT_THRESHOLD",
     "clash_count",
     "evaluate",
     "format_report",
@@ -82,7 +80,7 @@ _BACKBONE = frozenset({"N", "CA", "C", "O", "OXT"})
 _BACKBONE_RMSD_ATOMS = ("N", "CA", "C", "O")
 # Modified residues read as their parent, with atom renames.
 _MODIFIED = {"MSE": ("MET", {"SE": "SD"})}
-_DEFAULT_THRESHOLD = 20.0
+DEFAULT_THRESHOLD = 20.0
 _ORDER_KEYS = ("chi1", "chi1+2", "chi1+2+3", "chi1+2+3+4")
 _PDBX_SUFFIXES = (".cif", ".mmcif", ".pdbx")
 
@@ -396,7 +394,7 @@ def _fraction(good: int, total: int) -> float | None:
 
 
 def evaluate(
-    predicted: object, native: object, *, threshold: float = _DEFAULT_THRESHOLD
+    predicted: object, native: object, *, threshold: float = DEFAULT_THRESHOLD
 ) -> dict[str, Any]:
     """Packing metrics of ``predicted`` against ``native`` (see the module docstring).
 
@@ -583,50 +581,3 @@ def format_report(result: dict[str, Any], per_residue: bool = False) -> str:
                 f"  {r['chain']:5s} {r['residue']:>5s} {r['name']:4s}  {errs:28s} {rmsd}{mark}"
             )
     return "\n".join(lines)
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    result = evaluate(args.predicted, args.native, threshold=args.threshold)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_report(result, per_residue=args.per_residue))
-    return 0
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of degrees, got {text!r}") from None
-    if not 0.0 < value <= 180.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 180] degrees, got {text}")
-    return value
-
-
-def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``evaluate PREDICTED NATIVE [--json] [--threshold DEG] [--per-residue]`` on an
-    ``argparse`` subparsers object; its handler (``args.handler(args)``) prints the report and
-    returns 0, raising ValueError / OSError on bad input."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="packing metrics of a predicted structure against the native one",
-        description=(
-            "Compare the side chains of PREDICTED with NATIVE (same protein, same backbone): "
-            "chi accuracy, rotamer recovery, side-chain RMSD and clash counts."
-        ),
-    )
-    parser.add_argument("predicted", metavar="PREDICTED", help="PDB or PDBx/mmCIF file")
-    parser.add_argument("native", metavar="NATIVE", help="PDB or PDBx/mmCIF file")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument(
-        "--threshold",
-        type=_threshold,
-        default=_DEFAULT_THRESHOLD,
-        help=f"chi tolerance in degrees (default {_DEFAULT_THRESHOLD:g})",
-    )
-    parser.add_argument(
-        "--per-residue", action="store_true", help="also list every residue (table output)"
-    )
-    parser.set_defaults(handler=_run_evaluate)
-    return parser

@@ -42,11 +42,12 @@ import torch
 from openmm import app, unit
 
 from pyslice import _checks
-from pyslice.energy import ForceFieldEnergy
-from pyslice.moves import Move
+from pyslice.energy.forcefield import ForceFieldEnergy
+from pyslice.geometry.angles import wrap_angle
+from pyslice.mcmc.moves import Move
+from pyslice.mcmc.sampler import Sampler
 from pyslice.proposals import derive_seed
-from pyslice.sampler import Sampler
-from pyslice.structure import Protein
+from pyslice.structure.protein import Protein
 
 __all__ = ["SideChainMove", "context_positions", "context_temperature"]
 
@@ -261,7 +262,7 @@ class SideChainMove:
         # Rebuild only residues whose chis changed; everything else stays bit for bit.
         builder = protein.builder
         reference = builder.chi_angles()
-        changed = torch.remainder(chi - reference + math.pi, 2 * math.pi) - math.pi
+        changed = wrap_angle(chi - reference)
         changed = changed.abs() > 1e-12
         new = start.copy()
         if bool(changed.any()):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from pyslice import _checks
-from pyslice.distributions import _draw, _von_mises_log_density
+from pyslice.distributions import draw_mixture, von_mises_log_density
 
 __all__ = ["MixtureProposal", "Proposal", "ProposalDraw", "UniformProposal", "derive_seed"]
 
@@ -313,7 +313,7 @@ class MixtureProposal(Proposal):
         """(n, G, K) float64: log alpha_gk + sum_{c in g} log vM(x_c; mu_ck, kappa_ck)."""
         x = chi.to(torch.float64)
         x = torch.where(self.pi_periodic, 2.0 * x, x).unsqueeze(-1)  # (n, n_chi, 1)
-        per_column = _von_mises_log_density(x, self.loc, self.concentration)  # (n, n_chi, K)
+        per_column = von_mises_log_density(x, self.loc, self.concentration)  # (n, n_chi, K)
         out = self.logits.expand(chi.shape[0], -1, -1).clone()
         return out.index_add_(1, self.group, per_column)
 
@@ -339,7 +339,7 @@ class MixtureProposal(Proposal):
         column = _checks.check_int("column", column, low=0, high=self.n_chi)
         x = torch.as_tensor(x, dtype=torch.float64, device=self.device)
         y = (2.0 * x if bool(self.pi_periodic[column]) else x).unsqueeze(-1)
-        density = _von_mises_log_density(y, self.loc[column], self.concentration[column])
+        density = von_mises_log_density(y, self.loc[column], self.concentration[column])
         return torch.logsumexp(self.logits[int(self.group[column])] + density, dim=-1)
 
     def block_log_prob(
@@ -396,7 +396,7 @@ class MixtureProposal(Proposal):
             loc = self.loc[cols, component].to(torch.float32)
             kappa = self.concentration[cols, component].to(torch.float32)
             key = derive_seed(seed, offset, 0x616E67, int(periodic))
-            draws = _draw(
+            draws = draw_mixture(
                 zero.expand(rows.numel(), 1),
                 loc[:, None],
                 kappa[:, None],

@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from pyslice.geometry.angles import wrap_angle
+
 __all__ = [
     "KAPPA_UNIFORM",
     "KAPPA_WRAPPED_NORMAL",
@@ -172,13 +174,6 @@ def best_fisher_try(
     accept = (y * (2.0 - y) - vv >= 0.0) | (torch.log(y / vv) + 1.0 - y >= 0.0)
     theta = theta_from_halves(half.clamp(max=1.0), complement.clamp(max=1.0))
     return accept, theta
-
-
-def wrap_angle(x: torch.Tensor) -> torch.Tensor:
-    """Wrap float32 angles to [-pi, pi) as the kernels do."""
-    r = x - _TWO_PI * torch.floor((x + _PI) / _TWO_PI)
-    r = torch.where(r >= _PI, r - _TWO_PI, r)
-    return torch.where(r < -_PI, r + _TWO_PI, r)
 
 
 def sample_mixture(

@@ -417,3 +417,29 @@ def test_best_fisher_angle_keeps_float32_precision_everywhere(kappa: float) -> N
     z = np.cos(2.0 * h)
     exact = np.arccos(np.clip((1 + s * z) / (s + z), -1, 1))
     np.testing.assert_allclose(theta.double().numpy(), exact, rtol=2e-6, atol=1e-6)
+
+
+def test_product_component_log_prob_is_the_sum_over_angles() -> None:
+    from pyslice.distributions import product_component_log_prob, von_mises_log_density
+
+    gen = torch.Generator().manual_seed(3)
+    n, d, k = 7, 3, 4
+    x = (torch.rand(n, d, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    loc = (torch.rand(d, k, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    kappa = torch.rand(d, k, generator=gen, dtype=torch.float64) * 20
+    log_w = torch.log_softmax(torch.randn(k, generator=gen, dtype=torch.float64), 0)
+    joint = product_component_log_prob(x, log_w, loc, kappa)
+    assert joint.shape == (n, k)
+    expected = log_w.clone().expand(n, k).clone()
+    for j in range(d):
+        for c in range(k):
+            expected[:, c] += von_mises_log_density(x[:, j], loc[j, c], kappa[j, c])
+    torch.testing.assert_close(joint, expected, rtol=0, atol=1e-12)
+    # one angle: the mixture density equals VonMisesMixture's
+    mixture = VonMisesMixture(log_w, loc[0], kappa[0])
+    torch.testing.assert_close(
+        torch.logsumexp(product_component_log_prob(x[:, :1], log_w, loc[:1], kappa[:1]), -1),
+        mixture.log_prob(x[:, 0]),
+        rtol=0,
+        atol=1e-12,
+    )

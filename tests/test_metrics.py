@@ -1,8 +1,7 @@
-"""Packing metrics (pyslice.metrics): chi accuracy, rotamer recovery, RMSD, clashes, CLI."""
+"""Packing metrics (pyslice.metrics): chi accuracy, rotamer recovery, RMSD, clashes."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from pyslice import Protein
-from pyslice.metrics import add_evaluate_parser, clash_count, evaluate, format_report
+from pyslice.metrics import clash_count, evaluate
 
 SEQ = "AFDKEA"  # PHE (chi2 pi-periodic), ASP (chi2 pi-periodic), LYS (4 chis), GLU (chi3)
 
@@ -267,40 +266,3 @@ def test_bad_inputs(tmp_path, peptide):
         evaluate(42, peptide)
     with pytest.raises(ValueError, match="threshold"):
         evaluate(peptide, peptide, threshold=0)
-
-
-# ------------------------------------------------------------------ command line
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyslice")
-    add_evaluate_parser(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-def test_cli_table_and_json(peptide, tmp_path, capsys):
-    moved = perturbed(peptide, [column(peptide, 3, 0)], 60.0)
-    moved.to_pdb(tmp_path / "pred.pdb")
-    peptide.to_pdb(tmp_path / "native.pdb")
-    args = parser().parse_args(
-        ["evaluate", str(tmp_path / "pred.pdb"), str(tmp_path / "native.pdb")]
-    )
-    assert args.handler(args) == 0
-    out = capsys.readouterr().out
-    assert "rotamer recovery 75.0%" in out and "clashes" in out
-    args = parser().parse_args(
-        ["evaluate", str(tmp_path / "pred.pdb"), str(tmp_path / "native.pdb"), "--json"]
-    )
-    assert args.handler(args) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["rotamer_recovery"] == 0.75
-    assert result["chi_accuracy"]["chi1"] == 0.75
-    assert "LYS" in format_report(result, per_residue=True)
-
-
-def test_cli_errors(tmp_path):
-    args = parser().parse_args(["evaluate", str(tmp_path / "a.pdb"), str(tmp_path / "b.pdb")])
-    with pytest.raises(OSError, match="no such file"):
-        args.handler(args)
-    with pytest.raises(SystemExit):
-        parser().parse_args(["evaluate", "a.pdb", "b.pdb", "--threshold", "-3"])

@@ -27,7 +27,6 @@ order, chi 1 first.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pyslice import _checks, backends
-from pyslice.reference import wrap_angle
+from pyslice.geometry.angles import dihedral, wrap_angle
 
 if TYPE_CHECKING:
     from openmm import app
@@ -116,27 +115,6 @@ _LEVELS = 4  # chi1 .. chi4
 def parent_residue_name(name: str) -> str:
     """The parent type of a residue name (``HIE`` -> ``HIS``); other names come back unchanged."""
     return RESIDUE_ALIASES.get(name, name)
-
-
-def dihedral(
-    p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor
-) -> torch.Tensor:
-    """Dihedral angles of (p0, p1, p2, p3), IUPAC sign, in [-pi, pi).
-
-    Each point is ``(..., 3)`` (broadcast together); returns ``(...)`` in their dtype. The
-    atan2(|b2| b1 . (b2 x b3), (b1 x b2) . (b2 x b3)) form: accurate at every angle and
-    differentiable away from collinear points (where the angle is undefined).
-    """
-    p0, p1, p2, p3 = torch.broadcast_tensors(p0, p1, p2, p3)
-    b1 = p1 - p0
-    b2 = p2 - p1
-    b3 = p3 - p2
-    n2 = torch.linalg.cross(b2, b3, dim=-1)
-    y = torch.linalg.vector_norm(b2, dim=-1) * (b1 * n2).sum(-1)
-    x = (torch.linalg.cross(b1, b2, dim=-1) * n2).sum(-1)
-    angle = torch.atan2(y, x)
-    # atan2 can return +pi; the convention is [-pi, pi).
-    return torch.where(angle >= math.pi, angle - 2.0 * math.pi, angle)
 
 
 @dataclass(frozen=True)

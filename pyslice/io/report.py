@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyslice._io import atomic_write
-from pyslice.ensemble import Ensemble
+from pyslice.io.files import atomic_write
+from pyslice.mcmc.ensemble import Ensemble
 
 __all__ = ["Conformation", "plot_report", "representatives", "write_outputs"]
 

@@ -1,7 +1,7 @@
 """The result of a sampling run: chi angles and energies of every chain, with diagnostics.
 
 Layout is draws first: ``chi: (draws, chains, n_chi)`` radians, ``energy: (draws, chains)``
-kJ/mol, as :mod:`pyslice.diagnostics` (and ArviZ, after a transpose) expect.
+kJ/mol, as :mod:`pyslice.mcmc.diagnostics` (and ArviZ, after a transpose) expect.
 
 Chi angles are circular: R-hat and ESS of a chi column are computed on its sine and cosine (the
 larger R-hat, the smaller ESS), so a chain sitting at +-pi is not split in two. ``circular=False``
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyslice import diagnostics
-from pyslice._io import atomic_write
+from pyslice.io.files import atomic_write
+from pyslice.mcmc import diagnostics
 
 __all__ = ["Ensemble"]
 

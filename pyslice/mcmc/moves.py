@@ -1,4 +1,5 @@
-"""MCMC moves: each proposes one candidate per chain in the log-weight form of :mod:`pyslice.mcmc`.
+"""MCMC moves: each proposes one candidate per chain in the log-weight form of
+:mod:`pyslice.mcmc.step`.
 
 A move returns a :class:`Candidate`: the proposed ``chi``, which groups (residues) it changed, and
 the log-weights ``w`` of the current and the proposed state, so that every chain is accepted with
@@ -29,16 +30,12 @@ from typing import Literal
 import torch
 
 from pyslice import _checks
+from pyslice.geometry.angles import wrap_angle
 from pyslice.proposals import Proposal, generator
 
 __all__ = ["Candidate", "Independence", "Lifted", "Move", "MoveContext", "RandomWalk"]
 
 _TWO_PI = 2.0 * math.pi
-
-
-def wrap(x: torch.Tensor) -> torch.Tensor:
-    """Angles to [-pi, pi)."""
-    return torch.remainder(x + math.pi, _TWO_PI) - math.pi
 
 
 @dataclass
@@ -175,7 +172,7 @@ class RandomWalk(Move):
         step = torch.where(moved, noise * self.step_size, 0.0)
         # Only the moved columns are wrapped: wrapping is not exact in float32, and unmoved angles
         # must stay bit for bit what they were (the cached positions were built from them).
-        chi_new = torch.where(moved, wrap(chi + step.to(chi.dtype)), chi)
+        chi_new = torch.where(moved, wrap_angle(chi + step.to(chi.dtype)), chi)
         zero = torch.zeros(n, dtype=torch.float64, device=ctx.device)
         candidate = Candidate(chi_new, groups, zero, zero)
         candidate.moved_columns = moved  # type: ignore[attr-defined]  # for adapt()
@@ -255,7 +252,8 @@ class _ProposalMove(Move):
         drawn = self._checked("chi", drawn, chi.shape[0]).to(chi.dtype)
         if not bool(torch.isfinite(drawn).all()):
             raise ValueError(f"{self.name}: the proposal returned non-finite chi angles")
-        return wrap(drawn) if columns is None else torch.where(columns, wrap(drawn), chi)
+        wrapped = wrap_angle(drawn)
+        return wrapped if columns is None else torch.where(columns, wrapped, chi)
 
     def _checked(self, name: str, value: torch.Tensor, n: int) -> torch.Tensor:
         """Proposal outputs must be finite (log q may be -inf only where q is 0)."""

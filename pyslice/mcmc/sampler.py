@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from pyslice import _checks
-from pyslice._io import atomic_write
-from pyslice._progress import ProgressBar
-from pyslice.ensemble import Ensemble
-from pyslice.mcmc import ChainState, metropolis_step
-from pyslice.moves import Independence, Move, MoveContext, RandomWalk
+from pyslice.io.files import atomic_write
+from pyslice.io.progress import ProgressBar
+from pyslice.mcmc.ensemble import Ensemble
+from pyslice.mcmc.moves import Independence, Move, MoveContext, RandomWalk
+from pyslice.mcmc.step import ChainState, metropolis_step
+from pyslice.mcmc.targets import ChiTarget, ProteinTarget
 from pyslice.proposals import Proposal, UniformProposal, derive_seed
-from pyslice.targets import ChiTarget, ProteinTarget
 
 __all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler"]
 
@@ -51,7 +51,7 @@ class Sampler:
 
     Args:
         protein: a :class:`~pyslice.Protein` (its movable residues' chi angles are sampled), or
-            any :class:`~pyslice.targets.ChiTarget` (e.g. a FunctionTarget: an analytic energy of
+            any :class:`~pyslice.mcmc.ChiTarget` (e.g. a FunctionTarget: an analytic energy of
             the angles; then ``energy`` must be None).
         energy: a :class:`~pyslice.ForceFieldEnergy` of the protein (default: amber14 on
             ``device``).
@@ -553,7 +553,7 @@ def _make_target(protein: Any, energy: Any, device: torch.device | str | None) -
     if protein.n_chi == 0:
         raise ValueError("protein has no movable chi angles: nothing to sample")
     if energy is None:
-        from pyslice.energy import ForceFieldEnergy
+        from pyslice.energy.forcefield import ForceFieldEnergy
 
         energy = ForceFieldEnergy(protein, device=device)
     elif device is not None and torch.device(device) != energy.device:
@@ -569,7 +569,7 @@ def _check_moves(moves: Sequence[Move]) -> list[Move]:
         raise ValueError("moves must hold at least one move")
     for k, move in enumerate(moves):
         if not isinstance(move, Move):
-            raise TypeError(f"moves[{k}] must be a pyslice.moves.Move, got {type(move).__name__}")
+            raise TypeError(f"moves[{k}] must be a pyslice.mcmc.Move, got {type(move).__name__}")
     if len({id(m) for m in moves}) != len(moves):
         raise ValueError("moves must not list the same Move object twice")
     return moves

@@ -55,12 +55,12 @@ import numpy as np
 import torch
 
 from pyslice import _checks
-from pyslice._io import atomic_write
+from pyslice.io.files import atomic_write
 
 if TYPE_CHECKING:
     from openmm.app import ForceField, Topology
 
-    from pyslice.geometry import SideChainBuilder
+    from pyslice.geometry.builder import SideChainBuilder
 
 __all__ = ["AMINO_ACIDS", "CAPS", "DEFAULT_FORCEFIELD", "Protein"]
 
@@ -367,7 +367,7 @@ class Protein:
     def builder(self) -> SideChainBuilder:
         """The batched side-chain builder for this protein's movable residues (made once)."""
         if self._builder is None:
-            from pyslice.geometry import SideChainBuilder
+            from pyslice.geometry.builder import SideChainBuilder
 
             self._builder = SideChainBuilder(
                 self._topology, self._positions, movable=list(self._movable)

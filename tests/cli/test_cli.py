@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from pyslice import cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_info_reports_versions_build_and_backends(capsys) -> None:
@@ -32,25 +36,27 @@ def test_python_dash_m_pyslice_info_runs() -> None:
     assert "backends:" in done.stdout
 
 
-def test_mixture_default_job_recovers_the_builtin_mixture(tmp_path, capsys) -> None:
+def test_mixture_demo_recovers_its_mixture(tmp_path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("mixture_demo", EXAMPLES / "mixture_demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
     out = tmp_path / "draws.npz"
-    code = cli.main(["mixture", "--samples", "40000", "--fit-samples", "20000", "--out", str(out)])
-    assert code == 0
+    assert demo.main(["--samples", "40000", "--fit-samples", "20000", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "converged=True" in text
     saved = np.load(out)
     assert saved["angles"].shape == (40000,)
     fitted = np.sort(np.degrees(saved["fitted_loc"]))
-    np.testing.assert_allclose(fitted, np.sort(cli.DEFAULT_MIXTURE_DEGREES), atol=3.0)
+    np.testing.assert_allclose(fitted, np.sort(demo.DEGREES), atol=3.0)
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["mixture", "--samples", "0"],
-        ["mixture", "--device", "cuda:7"]
+        ["sample", "--chains", "0"],
+        ["sample", "--device", "cuda:7"]
         if not __import__("torch").cuda.is_available()
-        else ["mixture", "--backend", "nonsense"],
+        else ["sample", "--device", "banana"],
         ["nonsense-command"],
     ],
 )
@@ -77,7 +83,7 @@ def _png_size(path) -> tuple[int, int]:
 
 def _check_outputs(out, n_draws: int, n_chains: int) -> dict:
     from pyslice import Ensemble
-    from pyslice.report import REPORT_SIZE
+    from pyslice.io.report import REPORT_SIZE
 
     for name in OUTPUT_FILES:
         assert (out / name).is_file(), name
@@ -163,7 +169,7 @@ def test_sample_malformed_structure_exits_2(tmp_path) -> None:
 def test_bench_smoke_prints_ratio_table(tmp_path, capsys) -> None:
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
     result = tmp_path / "bench.json"
     argv = ["bench", "--smoke", "-k", "sample and K", "--benchmarks", str(folder)]
     assert cli.main([*argv, "--json", str(result)]) == 0
@@ -194,11 +200,11 @@ def test_sample_with_a_trained_proposal(tmp_path, proposal: str) -> None:
 
 def test_train_forwards_options(capsys) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli.main(["train", "--", "--help"])
+        cli.main(["train", "ml", "--help"])
     assert exited.value.code == 0
     assert "--steps" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exited:
-        cli.main(["train", "--era", "--", "--help"])
+        cli.main(["train", "era", "--help"])
     assert exited.value.code == 0
     assert "--blocks" in capsys.readouterr().out
 
@@ -210,12 +216,12 @@ ERA_RUN = [
 
 
 def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys, monkeypatch) -> None:
-    import pyslice.era
-    from pyslice.transformer import SideChainTransformer
+    import pyslice.models.era.trainer
+    from pyslice.models.transformer.model import SideChainTransformer
 
     out, checkpoint = tmp_path / "era.pt", tmp_path / "era.ckpt"
     common = [*ERA_RUN, "--out", str(out), "--checkpoint", str(checkpoint)]
-    assert cli.main(["train", "--era", "--", *common, "--steps", "2"]) == 0
+    assert cli.main(["train", "era", *common, "--steps", "2"]) == 0
     first = SideChainTransformer.load(out)
     assert [e["step"] for e in first.provenance["era"]["history"]] == [2]
 
@@ -223,10 +229,10 @@ def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys, monkeypatch
     def no_new_contexts(*args, **kwargs):
         raise AssertionError("contexts must come from the checkpoint")
 
-    monkeypatch.setattr(pyslice.era, "sampler_contexts", no_new_contexts)
-    assert cli.main(["train", "--era", "--", *common, "--steps", "4"]) == 0
+    monkeypatch.setattr(pyslice.models.era.trainer, "sampler_contexts", no_new_contexts)
+    assert cli.main(["train", "era", *common, "--steps", "4"]) == 0
     # another block setting does not silently continue that run
-    assert cli.main(["train", "--era", "--", *common, "--steps", "6", "--blocks", "2"]) == 2
+    assert cli.main(["train", "era", *common, "--steps", "6", "--blocks", "2"]) == 2
     captured = capsys.readouterr()
     assert "checkpoint" in captured.err
     assert "wrote" in captured.out  # from the runs before
@@ -252,7 +258,7 @@ def test_train_fine_tunes_on_energy_filtered_samples(tmp_path, capsys) -> None:
     from pathlib import Path
 
     import pyslice
-    from pyslice.transformer import SideChainTransformer
+    from pyslice.models.transformer.model import SideChainTransformer
 
     run = tmp_path / "run"
     assert cli.main(["sample", *SMALL_RUN, "--out", str(run)]) == 0
@@ -265,17 +271,17 @@ def test_train_fine_tunes_on_energy_filtered_samples(tmp_path, capsys) -> None:
         "--batch-size", "2", "--threads", "1", "--out", str(out),
         "--sampled", str(structure), str(run / "ensemble.npz"),
     ]  # fmt: skip
-    assert cli.main(["train", "--", *options]) == 0
+    assert cli.main(["train", "ml", *options]) == 0
     assert "draws kept" in capsys.readouterr().out
     model = SideChainTransformer.load(out)
     assert model.provenance["base"] == SideChainTransformer.default().provenance
     assert 0 < model.provenance["train_records"] < 12 * 8  # the lower-energy half
-    assert cli.main(["train", "--", "--no-structures", "--out", str(out)]) == 2
+    assert cli.main(["train", "ml", "--no-structures", "--out", str(out)]) == 2
     assert "--sampled" in capsys.readouterr().err
 
 
 def test_train_era_rejects_bad_blocks(tmp_path, capsys) -> None:
     out = tmp_path / "era.pt"
-    assert cli.main(["train", "--era", "--", "--blocks", "-1", "--out", str(out)]) == 2
+    assert cli.main(["train", "era", "--blocks", "-1", "--out", str(out)]) == 2
     assert "--blocks" in capsys.readouterr().err
     assert not out.exists()

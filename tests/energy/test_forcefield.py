@@ -16,7 +16,7 @@ openmm = pytest.importorskip("openmm")
 from openmm import app, unit  # noqa: E402
 
 from pyslice import _compiled, backends  # noqa: E402
-from pyslice.energy import TERMS, ForceFieldEnergy  # noqa: E402
+from pyslice.energy.forcefield import TERMS, ForceFieldEnergy  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 

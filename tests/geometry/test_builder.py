@@ -1,4 +1,4 @@
-"""Chi definitions and the batched side-chain builder (pyslice.geometry).
+"""Chi definitions and the batched side-chain builder (pyslice.geometry.builder).
 
 A small peptide embedded below (PRO-PRO-PRO and ARG-ARG-ARG with hydrogens, from all20aa.pdb)
 exercises everything without the shared data; the shared structures (skipped where absent) add
@@ -18,7 +18,7 @@ import torch
 from openmm import app
 
 from pyslice import _compiled, backends
-from pyslice.geometry import (
+from pyslice.geometry.builder import (
     CHI_ATOMS,
     PI_PERIODIC,
     SideChainBuilder,

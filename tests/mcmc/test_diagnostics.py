@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyslice import diagnostics
+from pyslice.mcmc import diagnostics
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # ArviZ announces its refactor on import

@@ -2,7 +2,8 @@
 them: RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment, OMP_NUM_THREADS=1).
 
 The two-rank run must equal, bit for bit, two single-process runs that each play one rank (the
-sampler reads its rank from ``pyslice.sampler._distributed_rank``, patched here) concatenated over
+sampler reads its rank from ``pyslice.mcmc.sampler._distributed_rank``, patched
+here) concatenated over
 chains: chains are split n_chains * r // world .. n_chains * (r + 1) // world, rank r draws from
 stream r, and ``run()`` gathers the ensemble on rank 0 (None elsewhere). A distributed run with a
 checkpoint that is cut short resumes from its per-rank files and finishes as if never stopped.
@@ -23,10 +24,10 @@ import pytest
 import torch
 
 import pyslice
-from pyslice import sampler as sampler_module
-from pyslice.ensemble import Ensemble
-from pyslice.sampler import Sampler
-from pyslice.targets import FunctionTarget
+from pyslice.mcmc import sampler as sampler_module
+from pyslice.mcmc.ensemble import Ensemble
+from pyslice.mcmc.sampler import Sampler
+from pyslice.mcmc.targets import FunctionTarget
 
 WORLD = 2
 TOTAL = 7  # uneven on purpose: rank 0 runs 3 chains, rank 1 runs 4
@@ -38,7 +39,7 @@ FAIL_AT_STEP = 13  # the interrupted run raises inside this step (0-based)
 PEPTIDE, PEPTIDE_CHAINS = "AVKF", 5
 PEPTIDE_RUN = dict(n_steps=6, warmup=2, progress=False)
 TIMEOUT_S = 180
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "distributed_sampling.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "distributed_sampling.py"
 
 
 def _energy(chi: torch.Tensor) -> torch.Tensor:

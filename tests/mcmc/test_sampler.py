@@ -1,4 +1,4 @@
-"""The Sampler (pyslice.sampler) with its moves, targets and Ensemble.
+"""The Sampler (pyslice.mcmc.sampler) with its moves, targets and Ensemble.
 
 - exactness: every move kind (random walks, independence of all residues or of blocks, lifted with
   its own posterior or another conditional, a weighted mixture) keeps an analytic torus target
@@ -40,8 +40,8 @@ from pyslice import (
     Sampler,
     UniformProposal,
 )
+from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K
 from pyslice.proposals import ProposalDraw
-from pyslice.sampler import BOLTZMANN_KJ_PER_MOL_K
 
 F64 = torch.float64
 TWO_PI = 2.0 * math.pi

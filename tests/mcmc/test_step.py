@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from pyslice import _compiled
-from pyslice.mcmc import ChainState, metropolis_step
+from pyslice.mcmc.step import ChainState, metropolis_step
 
 BACKENDS = ["reference"] + (["cpu"] if _compiled.is_available() else [])
 F64 = torch.float64

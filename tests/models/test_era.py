@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pyslice.era import era_loss
+from pyslice.models.era.trainer import era_loss
 
 F64 = torch.float64
 
@@ -140,8 +140,8 @@ class CategoricalPolicy(torch.nn.Module):
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
 def test_trainer_recovers_the_era_minimiser_on_a_discrete_problem(gamma: float) -> None:
-    from pyslice.era import ERATrainer
-    from pyslice.sampler import BOLTZMANN_KJ_PER_MOL_K
+    from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K
+    from pyslice.models.era.trainer import ERATrainer
 
     torch.manual_seed(0)
     energies = torch.linspace(0.0, 6.0, 16, dtype=F64)[torch.randperm(16)]
@@ -173,9 +173,9 @@ def test_trainer_recovers_the_era_minimiser_on_a_discrete_problem(gamma: float) 
 
 def _gvg_problem():
     import pyslice
-    from pyslice.era import MixturePolicy
+    from pyslice.mcmc.targets import ProteinTarget
+    from pyslice.models.era.trainer import MixturePolicy
     from pyslice.proposals import MixtureProposal
-    from pyslice.targets import ProteinTarget
 
     protein = pyslice.Protein.from_sequence("GVG")
     target = ProteinTarget(protein, pyslice.ForceFieldEnergy(protein, dtype=F64))
@@ -199,7 +199,7 @@ def _kl_both(policy, grid, log_p) -> tuple[float, float]:
 
 
 def test_era_moves_a_mixture_toward_the_boltzmann_distribution_of_gvg() -> None:
-    from pyslice.era import ERATrainer, independence_acceptance
+    from pyslice.models.era.trainer import ERATrainer, independence_acceptance
 
     target, grid, log_p, reference, model = _gvg_problem()
     before = _kl_both(reference, grid, log_p)
@@ -232,8 +232,8 @@ def test_era_aligns_the_shipped_transformer_with_gvg() -> None:
     # the same quadrature reference as the mixture test above.
     import copy
 
-    from pyslice.era import ERATrainer
-    from pyslice.transformer import SideChainTransformer, TransformerPolicy
+    from pyslice.models.era.trainer import ERATrainer
+    from pyslice.models.transformer.model import SideChainTransformer, TransformerPolicy
 
     target, grid, log_p, _, _ = _gvg_problem()
     protein = target.protein
@@ -256,7 +256,7 @@ def test_era_aligns_the_shipped_transformer_with_gvg() -> None:
 
 
 def test_era_trainer_resumes_bit_identically(tmp_path) -> None:
-    from pyslice.era import ERATrainer
+    from pyslice.models.era.trainer import ERATrainer
 
     def trainer_for(model, reference, target):
         return ERATrainer(model, reference, target, pairs=32, lr=0.05, seed=3, log_every=2)
@@ -276,7 +276,7 @@ def test_era_trainer_resumes_bit_identically(tmp_path) -> None:
 
 
 def test_era_trainer_drops_pairs_with_a_non_finite_energy() -> None:
-    from pyslice.era import ERATrainer
+    from pyslice.models.era.trainer import ERATrainer
 
     target, _, _, reference, model = _gvg_problem()
     seen = []
@@ -295,7 +295,7 @@ def test_era_trainer_drops_pairs_with_a_non_finite_energy() -> None:
 
 
 def test_era_trainer_rejects_bad_arguments() -> None:
-    from pyslice.era import ERATrainer
+    from pyslice.models.era.trainer import ERATrainer
 
     target, _, _, reference, model = _gvg_problem()
     with pytest.raises(ValueError, match="reference_model"):
@@ -322,7 +322,7 @@ def test_era_trainer_rejects_bad_arguments() -> None:
 
 
 def test_independence_acceptance_estimator() -> None:
-    from pyslice.era import independence_acceptance
+    from pyslice.models.era.trainer import independence_acceptance
 
     # q = p: every proposal accepted.
     assert independence_acceptance(torch.zeros(100, dtype=F64)) == pytest.approx(1.0)

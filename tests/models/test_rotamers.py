@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from pyslice import Protein
-from pyslice.proposals import MixtureProposal
-from pyslice.rotamers import (
+from pyslice.models.rotamers.library import (
     _FIELDS,
     ATTRIBUTION,
     TOP8000_FILES,
@@ -22,6 +21,7 @@ from pyslice.rotamers import (
     _structure_rows,
     fit_rotamer_mixture,
 )
+from pyslice.proposals import MixtureProposal
 
 DEG = math.pi / 180.0
 WELLS = {"g+": 60.0, "t": 180.0, "g-": -60.0}

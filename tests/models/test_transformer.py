@@ -16,10 +16,10 @@ import torch
 from scipy import stats
 
 from pyslice import Protein
-from pyslice.moves import Candidate, Independence, Lifted
-from pyslice.sampler import BOLTZMANN_KJ_PER_MOL_K, Sampler
-from pyslice.targets import FunctionTarget
-from pyslice.transformer import (
+from pyslice.mcmc.moves import Candidate, Independence, Lifted
+from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, Sampler
+from pyslice.mcmc.targets import FunctionTarget
+from pyslice.models.transformer.model import (
     ProteinRecord,
     SideChainTransformer,
     TransformerPolicy,

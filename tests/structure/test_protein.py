@@ -22,7 +22,7 @@ import torch
 from openmm import app, unit
 
 from pyslice._data import data_dir as find_data
-from pyslice.structure import AMINO_ACIDS, CAPS, Protein
+from pyslice.structure.protein import AMINO_ACIDS, CAPS, Protein
 
 _DATA = find_data()
 ALL20 = "ACDEFGHIKLMNPQRSTVWY"
@@ -401,7 +401,6 @@ def test_with_positions_and_movable(gvg) -> None:
 
 
 def test_chi_angles_and_build_round_trip(all20) -> None:
-    pytest.importorskip("pyslice.geometry", reason="pyslice.geometry has not landed yet")
     chi = all20.chi_angles()
     assert chi.shape == (all20.n_chi,) and all20.n_chi > 20
     assert all20.chi_index.shape == (all20.n_chi, 2)

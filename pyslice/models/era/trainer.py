@@ -17,7 +17,8 @@ preference optimization to search chemical space at scale" (2024).
 
 The side-chain transformer
 --------------------------
-:class:`~pyslice.transformer.TransformerPolicy` makes the transformer a *conditional* policy, as the
+:class:`~pyslice.models.transformer.TransformerPolicy` makes the transformer a *conditional*
+policy, as the
 sampler uses it: the context x is a sampler state with a random block of residues masked, y the
 block's chis, and ERA aligns q(y | x) with exp(-beta U(x, y)) in every context, which is the
 target of independence block moves. ``pyslice train --era`` (:func:`main`) takes the contexts from
@@ -45,12 +46,12 @@ import torch
 import torch.nn.functional as F
 
 from pyslice import _checks
-from pyslice._io import atomic_write
-from pyslice.distributions import _von_mises_log_density
+from pyslice.distributions import von_mises_log_density
+from pyslice.io.files import atomic_write
 from pyslice.proposals import MixtureProposal, derive_seed
 
 if TYPE_CHECKING:
-    from pyslice.targets import ChiTarget
+    from pyslice.mcmc.targets import ChiTarget
 
 __all__ = [
     "ERALog",
@@ -163,7 +164,7 @@ class MixturePolicy(torch.nn.Module):
         """(n,) float64 log q(chi), differentiable in the parameters."""
         x = chi.to(torch.float64)
         x = torch.where(self.pi_periodic, 2.0 * x, x).unsqueeze(-1)
-        per_column = _von_mises_log_density(x, self.loc, self.concentration)  # (n, n_chi, K)
+        per_column = von_mises_log_density(x, self.loc, self.concentration)  # (n, n_chi, K)
         logits = self.logits - torch.logsumexp(self.logits, dim=1, keepdim=True)
         joint = logits.expand(chi.shape[0], -1, -1).index_add(1, self.group, per_column)
         return torch.logsumexp(joint, dim=2).sum(1)
@@ -202,7 +203,7 @@ class ERATrainer:
     """Fine-tune ``model`` toward exp(-beta U) from energies alone (ERA, formula 5).
 
     Each step draws ``pairs`` pairs of configurations from the frozen ``reference_model``, scores
-    them with ``energy`` (a callable chi -> (n,) kJ/mol, or a :class:`~pyslice.targets.ChiTarget`)
+    them with ``energy`` (a callable chi -> (n,) kJ/mol, or a :class:`~pyslice.mcmc.ChiTarget`)
     and takes one optimiser step on :func:`era_loss`. ``model`` and ``reference_model`` are
     policies of one of two kinds:
 
@@ -212,7 +213,7 @@ class ERATrainer:
       -> (chi, condition)`` whose rows come in ``n_groups`` consecutive runs of ``group_size`` that
       share a context, and ``log_prob(chi, condition)`` (a policy with both methods says which
       kind it is by a ``conditional`` attribute; e.g.
-      :class:`~pyslice.transformer.TransformerPolicy`: a block of residues given the others).
+      :class:`~pyslice.models.transformer.TransformerPolicy`: a block of residues given the others).
       Pairs are then drawn within a context, as the method requires.
 
     A pair with a non-finite energy is dropped. ``gamma`` > 0 keeps the model near the reference:
@@ -246,7 +247,7 @@ class ERATrainer:
         scheduler: Callable[[int], float] | None = None,
         identity: dict | None = None,
     ) -> None:
-        from pyslice.sampler import BOLTZMANN_KJ_PER_MOL_K
+        from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K
 
         for name, policy in (("model", model), ("reference_model", reference_model)):
             draws = callable(getattr(policy, "sample", None)) or callable(
@@ -445,7 +446,7 @@ def _select(condition: object, keep: torch.Tensor) -> object:
 
 
 def _energy_function(energy: object) -> Callable[[torch.Tensor], torch.Tensor]:
-    from pyslice.targets import ChiTarget
+    from pyslice.mcmc.targets import ChiTarget
 
     if isinstance(energy, ChiTarget):
         return lambda chi: energy.energy(chi.to(energy.device, energy.dtype))[0]
@@ -469,8 +470,8 @@ def sampler_contexts(
     """Context states for a conditional policy: the chis of ``n_chains`` one-residue random-walk
     chains after ``steps`` warm-up steps (adaptive step sizes) from the structure's own chis, at
     ``temperature``: (n_chains, n_chi), near the states an equilibrated sampler holds."""
-    from pyslice.moves import RandomWalk
-    from pyslice.sampler import Sampler
+    from pyslice.mcmc.moves import RandomWalk
+    from pyslice.mcmc.sampler import Sampler
 
     sampler = Sampler(
         protein,
@@ -491,10 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import time
 
-    from pyslice.energy import ForceFieldEnergy
-    from pyslice.structure import Protein
-    from pyslice.targets import ProteinTarget
-    from pyslice.transformer import SideChainTransformer, TransformerPolicy
+    from pyslice.energy.forcefield import ForceFieldEnergy
+    from pyslice.mcmc.targets import ProteinTarget
+    from pyslice.models.transformer.model import SideChainTransformer, TransformerPolicy
+    from pyslice.structure.protein import Protein
 
     parser = argparse.ArgumentParser(
         prog="pyslice train --era --",
@@ -510,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[1],
         help="block sizes (residues) the conditional policy is aligned for (default 1: see "
-        "pyslice.era's docstring); 0: whole side-chain sets from backbone and sequence alone",
+        "pyslice.models.era's docstring); 0: whole side-chain sets from backbone and sequence "
+        "alone",
     )
     parser.add_argument("--context-chains", type=int, default=256)
     parser.add_argument("--context-steps", type=int, default=500, help="random-walk steps")
@@ -534,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--blocks: sizes must be >= 1, or a single 0; got {args.blocks}")
 
     if args.structure is None:
-        from pyslice.cli import DEFAULT_SEQUENCE
+        from pyslice.cli.common import DEFAULT_SEQUENCE
 
         protein = Protein.from_sequence(DEFAULT_SEQUENCE)
         source = f"built-in peptide {DEFAULT_SEQUENCE}"

@@ -96,16 +96,17 @@ import numpy as np
 import torch
 
 from pyslice import _checks
-from pyslice._data import ENV_VAR
+from pyslice._data import ENV_VAR, shipped_file
 from pyslice._data import data_dir as _default_data_dir
 from pyslice.distributions import (
     VonMisesMixture,
-    _invert_mean_resultant_length,
-    _keep_emptied,
-    _von_mises_log_density,
+    concentration_from_resultant,
+    keep_emptied_components,
     mean_resultant_length,
+    von_mises_log_density,
 )
-from pyslice.geometry import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.geometry.angles import wrap_angle
+from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
 
 __all__ = ["ResidueRotamers", "RotamerLibrary", "fit_rotamer_mixture"]
 
@@ -165,10 +166,6 @@ BIN_MAX_ROWS = 4000
 BIN_MAX_ITER = 60
 #: Per-bin EM: rows lighter than this (kernel weight) are thinned (see _fit_bins).
 THIN_WEIGHT = 0.01
-
-
-def _wrap(x: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(x + math.pi, 2.0 * math.pi) - math.pi
 
 
 def _float32_exact(t: torch.Tensor) -> torch.Tensor:
@@ -283,7 +280,7 @@ class ResidueRotamers:
 def _bin_index(angle: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Bin of each angle (NaN -> 0, unused), (n,) int64."""
     a = torch.nan_to_num(angle.to(torch.float64), nan=0.0)
-    index = torch.floor((_wrap(a) + math.pi) * (n_bins / (2.0 * math.pi))).to(torch.int64)
+    index = torch.floor((wrap_angle(a) + math.pi) * (n_bins / (2.0 * math.pi))).to(torch.int64)
     return index.clamp(0, n_bins - 1)
 
 
@@ -411,7 +408,7 @@ class RotamerLibrary:
         logits, loc, kappa = residue.parameters(phi_t, psi_t)
         periodic = torch.tensor(residue.pi_periodic)
         y = torch.where(periodic, 2.0 * x, x)
-        per_chi = _von_mises_log_density(y[:, :, None], loc, kappa).sum(1)  # (n, K)
+        per_chi = von_mises_log_density(y[:, :, None], loc, kappa).sum(1)  # (n, K)
         # The stored float32 weights sum to 1 only to ~1e-7: normalise exactly.
         logits = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         return torch.logsumexp(logits + per_chi, dim=1)
@@ -434,7 +431,7 @@ class RotamerLibrary:
             ValueError: a residue type of the protein is not in the library.
         """
         from pyslice.proposals import MixtureProposal
-        from pyslice.structure import Protein
+        from pyslice.structure.protein import Protein
 
         if not isinstance(protein, Protein):
             raise TypeError(f"protein must be a pyslice.Protein, got {type(protein).__name__}")
@@ -565,11 +562,7 @@ class RotamerLibrary:
     @classmethod
     def default(cls) -> RotamerLibrary:
         """The library shipped with pyslice (``pyslice/data/rotamer_library.npz``)."""
-        from importlib import resources
-
-        resource = resources.files("pyslice").joinpath("data", DEFAULT_FILE)
-        with resources.as_file(resource) as path:
-            return cls.load(path)
+        return cls.load(shipped_file(DEFAULT_FILE))
 
     # ---------------------------------------------------------------- fitting
 
@@ -689,7 +682,7 @@ class RotamerLibrary:
             "b_factor_max": _B_MAX,
         }
         call = (
-            f"pyslice.rotamers.RotamerLibrary.fit(data_dir={str(root)!r}, "
+            f"pyslice.models.rotamers.library.RotamerLibrary.fit(data_dir={str(root)!r}, "
             f"max_components={max_components}, seed={seed}, "
             f"structures={None if structures is None else [p.name for p in structure_paths]!r}, "
             f"residue_types={None if residue_types is None else list(types)!r}, n_bins={n_bins}, "
@@ -870,7 +863,7 @@ def _deposited_atoms(text: str) -> dict[tuple[str, str, str], dict[str, float]]:
 def _structure_rows(protein, text: str) -> dict[str, list[tuple[np.ndarray, float, float]]]:
     """Per parent type, (chi, phi, psi) of the residues of ``protein`` with every chi atom
     deposited and no deposited heavy atom above _B_MAX."""
-    from pyslice.geometry import dihedral
+    from pyslice.geometry.builder import dihedral
 
     deposited = _deposited_atoms(text)
     backbone = protein.backbone_dihedrals().numpy()
@@ -909,7 +902,7 @@ def _structure_rows(protein, text: str) -> dict[str, list[tuple[np.ndarray, floa
 def _read_structures(
     paths: Sequence[Path], wanted: set[str], failed: dict[str, str], say
 ) -> dict[str, dict[str, np.ndarray]]:
-    from pyslice.structure import Protein
+    from pyslice.structure.protein import Protein
 
     collected: dict[str, list] = {name: [] for name in wanted}
     for i, path in enumerate(paths):
@@ -1071,7 +1064,7 @@ def fit_rotamer_mixture(
             given = torch.as_tensor(list(wells[col]), dtype=torch.float64)
             if given.numel() == 0:
                 raise ValueError(f"wells[{col}] must hold at least one angle")
-            centres.append(_wrap(2.0 * given if bool(periodic[col]) else given))
+            centres.append(wrap_angle(2.0 * given if bool(periodic[col]) else given))
         else:
             centres.append(_data_wells(y[:, col], w, seed + col))
 
@@ -1103,7 +1096,7 @@ def fit_rotamer_mixture(
         params = (params[0] - torch.logsumexp(params[0], -1, keepdim=True), *params[1:])
     log_w, loc, kappa = (p[0] for p in params)
     order = torch.argsort(log_w, descending=True)
-    return log_w[order], _wrap(loc[:, order]), kappa[:, order]
+    return log_w[order], wrap_angle(loc[:, order]), kappa[:, order]
 
 
 def _data_wells(y: torch.Tensor, w: torch.Tensor, seed: int) -> torch.Tensor:
@@ -1200,10 +1193,10 @@ def _m_step_joint(
     resultant = torch.sqrt(cos_sum * cos_sum + sin_sum * sin_sum) / mass[:, None, :].clamp_min(
         1e-300
     )
-    kappa = _invert_mean_resultant_length(resultant).clamp(max=KAPPA_MAX)
+    kappa = concentration_from_resultant(resultant).clamp(max=KAPPA_MAX)
     log_w = torch.log(mass / total)
     empty = (mass <= 1e-12 * total)[:, None, :].expand_as(loc)
-    loc, kappa = _keep_emptied(empty, loc, kappa, previous)
+    loc, kappa = keep_emptied_components(empty, loc, kappa, previous)
     return log_w, loc, kappa
 
 
@@ -1339,6 +1332,6 @@ def _fit_bins(
     shape = (n_bins, n_bins)
     return (
         out_w.reshape(*shape, k),
-        _wrap(out_loc).reshape(*shape, c, k),
+        wrap_angle(out_loc).reshape(*shape, c, k),
         out_kappa.reshape(*shape, c, k),
     )

@@ -19,7 +19,7 @@ an exact log-density, parallel sampling, and exact block moves: the proposal for
 conditions only on residues outside S, which the move leaves unchanged, so the forward and the
 reverse move see the same context (one forward pass serves both). A full-configuration draw is the
 all-masked case (context = backbone and sequence only). The latent label of a residue is its
-component; for :class:`~pyslice.moves.Lifted` moves the conditional r(k | x) is the posterior of
+component; for :class:`~pyslice.mcmc.Lifted` moves the conditional r(k | x) is the posterior of
 the all-masked mixture (block-independent, as :meth:`Proposal.sample_latent` must be; with it a
 full lifted move has exactly the independence move's acceptance).
 
@@ -61,18 +61,21 @@ the backbone atoms, phi/psi and context chis, dropout, weight decay and early st
 validation NLL keep the model from memorising the ~200 training structures (which it does within
 a few hundred steps without them). Only residues whose
 chi atoms were all deposited with B <= 40 are targets or known context (the rotamer library's
-filter, :mod:`pyslice.rotamers`); others enter as masked. Data: ``structures/top240`` for training,
+filter,
+:mod:`pyslice.models.rotamers`); others enter as masked. Data: ``structures/top240`` for training,
 held-out ``domains/`` files plus bpti and t4-lysozyme for validation (:func:`default_datasets`).
 Energy-filtered sampler data (the published recipe's second stage) are not used: the shipped
 model is trained on experimental structures only. :class:`TransformerPolicy` makes a model an ERA
-policy (:mod:`pyslice.era`; ``pyslice train --era``), which aligns its block conditionals with one
+policy
+(:mod:`pyslice.models.era`; ``pyslice train --era``), which aligns its block conditionals with one
 structure's Boltzmann distribution from energies alone. Measured limits of the shipped
 model: context lowers the validation NLL by only ~0.01 nats per residue (the side-chain coupling
 is learned weakly), and in independence MH against amber14 in vacuum its block proposals are
 accepted ~12-17 % of the time for one residue, ~0.2-1 % for four and not measurably for sixteen
 (``benchmarks/acceptance.py``): proposals of several residues mostly clash. Fine-tuned for a few
 minutes on the lower-energy half of a sampler run of the structure (:func:`records_from_ensemble`,
-``python -m pyslice.transformer --init ... --sampled ...``), it learns that structure's packing:
+``pyslice train ml --init ... --sampled ...``), it
+learns that structure's packing:
 acceptance 0.31-0.32 for one residue, 0.05-0.07 for four and 0.3-0.5 % for sixteen on bpti and
 t4-lysozyme, where the rotamer library had none of 38,400 accepted.
 
@@ -101,10 +104,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyslice import _checks
-from pyslice._io import atomic_write
 from pyslice.attention import attention
-from pyslice.distributions import _draw, _von_mises_log_density
-from pyslice.geometry import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.distributions import draw_mixture, von_mises_log_density
+from pyslice.geometry.angles import wrap_angle
+from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.io.files import atomic_write
 from pyslice.proposals import Proposal, ProposalDraw, derive_seed, generator
 
 __all__ = [
@@ -152,10 +156,6 @@ _TAG_LABEL, _TAG_ANGLE, _TAG_LATENT, _TAG_CONTEXT = 0x74636F, 0x74616E, 0x74726B
 
 def _head_chis(name: str) -> int:
     return len(CHI_ATOMS[name])
-
-
-def _wrap(x: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(x + math.pi, 2.0 * math.pi) - math.pi
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def record_from_protein(
     all deposited with B-factor <= 40 (pdbfixer-rebuilt side chains are not data). Without it every
     residue with movable chis counts as data.
     """
-    from pyslice.structure import AMINO_ACIDS as _ONE_LETTER
+    from pyslice.structure.protein import AMINO_ACIDS as _ONE_LETTER
 
     residues = list(protein.topology.residues())
     xyz = protein.positions.to(torch.float32)
@@ -261,7 +261,7 @@ def record_from_protein(
         has_chi[tokens] = True
     chi_ok = has_chi.clone()
     if pdb_text is not None:
-        from pyslice.rotamers import _deposited_atoms
+        from pyslice.models.rotamers.library import _deposited_atoms
 
         deposited = _deposited_atoms(pdb_text)
         for t in torch.nonzero(has_chi).flatten().tolist():
@@ -307,7 +307,7 @@ def records_from_ensemble(
     most ``max_records`` are taken at random (``seed``). Every movable residue of a kept draw is a
     training target and known context (``chi_ok``).
     """
-    from pyslice.ensemble import Ensemble
+    from pyslice.mcmc.ensemble import Ensemble
 
     if not isinstance(ensemble, Ensemble):
         raise TypeError(f"ensemble must be a pyslice.Ensemble, got {type(ensemble).__name__}")
@@ -370,7 +370,7 @@ def load_structures(
     """Read PDB files into :class:`ProteinRecord` s (with :meth:`Protein.from_pdb`, ~2-3 s a file),
     caching each file's tensors in ``cache_dir`` (default ``$XDG_CACHE_HOME/pyslice/transformer``)
     under its content hash. Files that do not read (a ValueError) are skipped with a message."""
-    from pyslice.structure import Protein
+    from pyslice.structure.protein import Protein
 
     cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
@@ -906,10 +906,9 @@ class SideChainTransformer(nn.Module):
     @classmethod
     def default(cls) -> SideChainTransformer:
         """The shipped model, ``pyslice/data/transformer.pt`` (see ``transformer.md`` beside it)."""
-        path = Path(__file__).resolve().parent / "data" / DEFAULT_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"the shipped transformer {path} is missing")
-        return cls.load(path)
+        from pyslice._data import shipped_file
+
+        return cls.load(shipped_file(DEFAULT_FILE))
 
 
 def _place(
@@ -948,7 +947,7 @@ def _component_log_prob(
     x = chi.to(params.loc.dtype)
     y = torch.where(periodic, 2.0 * x, x)
     slots = torch.arange(MAX_CHI, device=chi.device) < n_chi[:, None]  # (N, 4)
-    per = _von_mises_log_density(y[..., None], params.loc, params.concentration)  # (N, 4, K)
+    per = von_mises_log_density(y[..., None], params.loc, params.concentration)  # (N, 4, K)
     per = torch.where(slots[..., None], per, 0.0)
     return params.logits + per.sum(1)
 
@@ -1008,7 +1007,7 @@ class TransformerProposal(Proposal):
             raise ValueError(f"concentration_scale must be finite, got {concentration_scale}")
         if not isinstance(model, SideChainTransformer):
             raise TypeError(f"model must be a SideChainTransformer, got {type(model).__name__}")
-        from pyslice.structure import Protein
+        from pyslice.structure.protein import Protein
 
         if not isinstance(protein, Protein):
             raise TypeError(f"protein must be a pyslice.Protein, got {type(protein).__name__}")
@@ -1177,7 +1176,7 @@ class TransformerProposal(Proposal):
         g = int(self.group[column])
         slot = int(self.column_slot[column])
         y = 2.0 * x if bool(self.group_periodic[g, slot]) else x
-        density = _von_mises_log_density(
+        density = von_mises_log_density(
             y[..., None], full.loc[g, slot], full.concentration[g, slot]
         )
         return torch.logsumexp(full.logits[g] + density, dim=-1)
@@ -1237,7 +1236,7 @@ class TransformerProposal(Proposal):
             loc = params.loc[entry, slot, comp].to(torch.float32)
             kappa = params.concentration[entry, slot, comp].to(torch.float32)
             key = derive_seed(seed, offset, _TAG_ANGLE, int(flag))
-            draws = _draw(
+            draws = draw_mixture(
                 zero.expand(entry.numel(), 1),
                 loc[:, None],
                 kappa[:, None],
@@ -1289,7 +1288,7 @@ def _group_params(
 
 class TransformerPolicy(nn.Module):
     """A trainable :class:`SideChainTransformer` on one protein, as a policy for
-    :class:`~pyslice.era.ERATrainer` (ERA fine-tuning from energies).
+    :class:`~pyslice.models.era.trainer.ERATrainer` (ERA fine-tuning from energies).
 
     With ``block_sizes=None`` the policy is the all-masked model: whole side-chain sets drawn
     from backbone and sequence (an unconditional policy, ``sample(n, seed=...)``). With block
@@ -1540,10 +1539,10 @@ def _augment(
     psi = batch.psi + angle * torch.randn(batch.psi.shape, generator=gen)
     noisy = chi + angle * torch.randn(chi.shape, generator=gen)
     out = TokenBatch(
-        batch.aa, batch.chain, batch.position, backbone, _wrap(phi), _wrap(psi), batch.has_chi,
-        batch.padding,
+        batch.aa, batch.chain, batch.position, backbone, wrap_angle(phi), wrap_angle(psi),
+        batch.has_chi, batch.padding,
     )  # fmt: skip
-    return out, _wrap(noisy)
+    return out, wrap_angle(noisy)
 
 
 def _nll(
@@ -1784,7 +1783,7 @@ def train_ml(
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: python -m pyslice.transformer
+# Command line: python -m pyslice.models.transformer.model
 # --------------------------------------------------------------------------------------------
 
 
@@ -1793,7 +1792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m pyslice.transformer",
+        prog="python -m pyslice.models.transformer.model",
         description="Train a SideChainTransformer by maximum likelihood on structures/top240.",
     )
     parser.add_argument("--out", default="transformer.pt", help="model file to write")
@@ -1897,7 +1896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if val is None:
         model.provenance = {
             "base": base_provenance,
-            "command": "python -m pyslice.transformer "
+            "command": "python -m pyslice.models.transformer.model "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "train_data": [f"{a} {b}" for a, b in args.sampled],
             "train_records": len(train),
@@ -1922,7 +1921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.provenance = {}  # the starting model's goes under "base"
     model.provenance.update(
         {
-            "command": "python -m pyslice.transformer "
+            "command": "python -m pyslice.models.transformer.model "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "train_data": "structures/top240 (all files that read)",
             "sampled_data": [f"{a} {b}" for a, b in args.sampled],
@@ -1944,8 +1943,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _sampled_records(args: Any) -> list[ProteinRecord]:
     """The energy-filtered records of every ``--sampled STRUCTURE ENSEMBLE`` pair."""
-    from pyslice.ensemble import Ensemble
-    from pyslice.structure import Protein
+    from pyslice.mcmc.ensemble import Ensemble
+    from pyslice.structure.protein import Protein
 
     out: list[ProteinRecord] = []
     for structure, ensemble_path in args.sampled:

@@ -1,0 +1,25 @@
+"""Parallel MCMC: the fused Metropolis-Hastings step, moves, targets, the Sampler, the Ensemble it
+returns, and convergence diagnostics."""
+
+from pyslice.mcmc.ensemble import Ensemble
+from pyslice.mcmc.moves import Candidate, Independence, Lifted, Move, MoveContext, RandomWalk
+from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, Sampler
+from pyslice.mcmc.step import ChainState, metropolis_step
+from pyslice.mcmc.targets import ChiTarget, FunctionTarget, ProteinTarget
+
+__all__ = [
+    "BOLTZMANN_KJ_PER_MOL_K",
+    "Candidate",
+    "ChainState",
+    "ChiTarget",
+    "Ensemble",
+    "FunctionTarget",
+    "Independence",
+    "Lifted",
+    "Move",
+    "MoveContext",
+    "ProteinTarget",
+    "RandomWalk",
+    "Sampler",
+    "metropolis_step",
+]
