@@ -34,29 +34,58 @@ def add_command(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentP
     return parser
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def _integer(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (messages say so, not the function's name)."""
+    return _integer(text, 1, "a whole number >= 1")
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    """An argparse type: an integer >= 0."""
+    return _integer(text, 0, "a whole number >= 0")
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def checked_device(text: str) -> torch.device:
-    device = torch.device(text)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA device is available")
-    return device
+def device_name(text: str) -> str:
+    """An argparse type: a torch device that exists here ('cpu', 'cuda', 'cuda:1')."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected a device such as cpu, cuda or cuda:0, got {text!r}"
+        ) from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    return text
+
+
+def output_folder(text: str) -> str:
+    """An argparse type: a folder to write into (created if missing, not an existing file)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
 
 
 def load_structure(path: str | None, forcefield: tuple[str, ...]) -> Protein:

@@ -36,7 +36,11 @@ class ProgressBar:
         width = 24
         filled = int(width * done / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
-        acc = " ".join(f"{name} {value:.2f}" for name, value in acceptance.items())
+        # A move not proposed yet has no acceptance: "-" rather than nan.
+        acc = " ".join(
+            f"{name} {value:.2f}" if value == value else f"{name} -"
+            for name, value in acceptance.items()
+        )
         line = (
             f"{phase:>8} [{bar}] {done}/{self.total} | acc {acc} | <U> {energy:.1f} kJ/mol | "
             f"{rate:.0f} steps/s ({rate * self.n_chains:.3g} chain-steps/s)"

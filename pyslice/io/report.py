@@ -24,7 +24,13 @@ import torch
 from pyslice.io.files import atomic_write
 from pyslice.mcmc.ensemble import Ensemble
 
-__all__ = ["Conformation", "plot_report", "representatives", "write_outputs"]
+__all__ = [
+    "Conformation",
+    "model_remarks",
+    "plot_report",
+    "representatives",
+    "write_outputs",
+]
 
 #: report.png size in pixels (width, height): figure inches x dpi.
 REPORT_SIZE = (1600, 1200)
@@ -111,37 +117,42 @@ def write_outputs(
     n_representatives: int = 5,
     max_frames: int = 2000,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Path]:
+    progress: bool = False,
+) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write ensemble.npz, structures.pdb, trajectory.dcd, summary.json and report.png into
-    ``out_dir`` (created if missing); returns name -> path.
+    ``out_dir`` (created if missing); returns (name -> path, the summary written).
 
-    structures.pdb: model 1 the lowest-energy draw, then the representatives (summary.json lists
-    them with energies and populations). trajectory.dcd: chain 0's draws in order (thinned to at
-    most ``max_frames`` frames): a real Markov-chain trajectory to play in a viewer.
+    structures.pdb: model 1 the lowest-energy draw, then the representatives; REMARK lines at
+    the top say which model is which, with energies and cluster populations (summary.json lists
+    the same). trajectory.dcd: chain 0's draws in order (thinned to at most ``max_frames``
+    frames): a real Markov-chain trajectory to play in a viewer. ``progress`` prints a line per
+    file on stdout.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        name: out / name
-        for name in (
-            "ensemble.npz",
-            "structures.pdb",
-            "trajectory.dcd",
-            "summary.json",
-            "report.png",
-        )
-    }
+    names = ("ensemble.npz", "structures.pdb", "trajectory.dcd", "summary.json", "report.png")
+    paths = {name: out / name for name in names}
+
+    def say(text: str) -> None:
+        if progress:
+            print(f"  {text}", flush=True)
+
     ensemble.save(paths["ensemble.npz"])
+    say(f"{paths['ensemble.npz']}: {ensemble.n_draws} draws x {ensemble.n_chains} chains")
+    summary = ensemble.summary()
+    say("convergence diagnostics computed")
     picked = [c for c in [_lowest(ensemble), *representatives(ensemble, n_representatives)] if c]
     if picked:
         chi = torch.stack([ensemble.chi[c.draw, c.chain] for c in picked])
         protein.to_pdb(paths["structures.pdb"], protein.build(chi.to(torch.float64)))
+        _add_model_remarks(paths["structures.pdb"], picked)
+        say(f"{paths['structures.pdb']}: {len(picked)} models")
         stride = max(1, math.ceil(ensemble.n_draws / max_frames))
         frames = ensemble.chi[::stride, 0].to(torch.float64)
         protein.to_dcd(paths["trajectory.dcd"], protein.build(frames))
+        say(f"{paths['trajectory.dcd']}: {frames.shape[0]} frames of chain 0")
     else:
         del paths["structures.pdb"], paths["trajectory.dcd"]
-    summary = ensemble.summary()
     summary["structures"] = [
         {
             "model": m + 1,
@@ -156,8 +167,32 @@ def write_outputs(
     summary.update(extra or {})
     text = json.dumps(summary, indent=2, allow_nan=False, default=_json_default)
     atomic_write(paths["summary.json"], "w", lambda file: file.write(text + "\n"))
+    say(f"{paths['summary.json']}")
     plot_report(ensemble, paths["report.png"], proposal=proposal)
-    return paths
+    say(f"{paths['report.png']}")
+    return paths, summary
+
+
+def model_remarks(picked: list[Conformation]) -> list[str]:
+    """PDB REMARK lines (free-text REMARK 999, at most 80 columns) saying what each model of
+    structures.pdb is: the lowest-energy draw or a cluster representative with its population."""
+    lines = ["REMARK 999 PYSLICE ENSEMBLE: WHAT EACH MODEL OF THIS FILE IS"]
+    rank = 0
+    for m, c in enumerate(picked, start=1):
+        if c.kind == "lowest_energy":
+            what = "lowest-energy draw"
+        else:
+            rank += 1
+            what = f"cluster representative {rank} ({100.0 * c.population:.1f}% of draws)"
+        lines.append(f"REMARK 999 MODEL {m}: {what}")
+        lines.append(f"REMARK 999   draw {c.draw}, chain {c.chain}, U = {c.energy:.2f} kJ/mol")
+    return lines
+
+
+def _add_model_remarks(path: Path, picked: list[Conformation]) -> None:
+    text = path.read_text()
+    body = "\n".join(model_remarks(picked)) + "\n" + text
+    atomic_write(path, "w", lambda file: file.write(body))
 
 
 def _json_default(value: object) -> object:

@@ -3,7 +3,7 @@ returns, and convergence diagnostics."""
 
 from pyslice.mcmc.ensemble import Ensemble
 from pyslice.mcmc.moves import Candidate, Independence, Lifted, Move, MoveContext, RandomWalk
-from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, Sampler
+from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, Sampler, SamplingInterrupted
 from pyslice.mcmc.step import ChainState, metropolis_step
 from pyslice.mcmc.targets import ChiTarget, FunctionTarget, ProteinTarget
 
@@ -21,5 +21,6 @@ __all__ = [
     "ProteinTarget",
     "RandomWalk",
     "Sampler",
+    "SamplingInterrupted",
     "metropolis_step",
 ]

@@ -19,6 +19,8 @@ NaN. Everything is computed in float64 with numpy; torch tensors are accepted.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -35,7 +37,8 @@ def _as_chains_last(samples: object, name: str = "samples") -> tuple[np.ndarray,
     if array.ndim < 2:
         raise ValueError(f"{name} must have shape (draws, chains, ...), got {array.shape}")
     shape = array.shape[2:]
-    flat = array.astype(np.float64).reshape(array.shape[0], array.shape[1], -1)
+    # math.prod, not -1: an empty sample (no draws) still has a known number of quantities.
+    flat = array.astype(np.float64).reshape(array.shape[0], array.shape[1], math.prod(shape))
     return np.ascontiguousarray(flat.transpose(2, 1, 0)), shape
 
 

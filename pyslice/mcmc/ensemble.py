@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,11 @@ from pyslice.mcmc import diagnostics
 __all__ = ["Ensemble"]
 
 _FORMAT = "pyslice-ensemble-1"
+#: Convergence criteria of :meth:`Ensemble.convergence`: every chi with R-hat at most MAX_RHAT and
+#: a bulk ESS of at least MIN_ESS (Vehtari et al. 2021 recommend 1.01 and 400 for final results;
+#: these are the minimum for a usable ensemble).
+MAX_RHAT = 1.05
+MIN_ESS = 100.0
 
 
 @dataclass
@@ -119,19 +125,38 @@ class Ensemble:
         ``diagnostics.autocorrelation(ensemble.energy)``."""
         return diagnostics.autocorrelation(torch.cos(self.chi.to(torch.float64)), max_lag)
 
+    @staticmethod
+    def convergence(summary: dict[str, Any]) -> tuple[bool, str]:
+        """(converged, why not) from a :meth:`summary`: R-hat <= MAX_RHAT and bulk ESS >=
+        MIN_ESS for every chi; the reason names the worst chi."""
+        rhat, ess = summary.get("rhat_max"), summary.get("ess_bulk_min")
+        if rhat is None or ess is None:
+            return False, "too few draws to judge convergence (R-hat and ESS need at least 4)"
+        problems = []
+        per_chi = summary.get("per_chi") or []
+        if rhat > MAX_RHAT:
+            worst = max(per_chi, key=lambda c: c["rhat"] or 0.0)["name"] if per_chi else "?"
+            problems.append(f"R-hat max {rhat:.3f} > {MAX_RHAT} ({worst})")
+        if ess < MIN_ESS:
+            worst = min(per_chi, key=lambda c: c["ess_bulk"] or 0.0)["name"] if per_chi else "?"
+            problems.append(f"bulk ESS min {ess:.0f} < {MIN_ESS:.0f} ({worst})")
+        return not problems, "; ".join(problems)
+
     def summary(self) -> dict[str, Any]:
-        """JSON-ready numbers: acceptance, R-hat and ESS (worst and median), energies; values
-        that are not finite (too few draws, never-proposed moves) are None."""
-        rhat = self.rhat() if self.n_draws >= 4 else np.full(self.n_chi, np.nan)
-        bulk = self.ess("bulk") if self.n_draws >= 4 else np.full(self.n_chi, np.nan)
-        tail = self.ess("tail") if self.n_draws >= 4 else np.full(self.n_chi, np.nan)
+        """JSON-ready numbers: acceptance, R-hat and ESS (worst and median), energies, and the
+        convergence verdict (``converged``, ``convergence_problems``); values that are not finite
+        (too few draws, never-proposed moves) are None."""
+        enough = self.n_draws >= 4 and self.n_chi > 0
+        rhat = self.rhat() if enough else np.full(self.n_chi, np.nan)
+        bulk = self.ess("bulk") if enough else np.full(self.n_chi, np.nan)
+        tail = self.ess("tail") if enough else np.full(self.n_chi, np.nan)
 
         def stat(values: np.ndarray, fn) -> float | None:
             finite = values[np.isfinite(values)]
             return float(fn(finite)) if finite.size else None
 
         energy = self.energy.numpy()
-        return _json_safe(
+        out = _json_safe(
             {
                 "draws": self.n_draws,
                 "chains": self.n_chains,
@@ -154,6 +179,8 @@ class Ensemble:
                 "meta": self.meta,
             }
         )
+        out["converged"], out["convergence_problems"] = self.convergence(out)
+        return out
 
     # ------------------------------------------------------------------ files
 
@@ -187,31 +214,50 @@ class Ensemble:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Ensemble:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            if "header" not in data:
-                raise ValueError(f"path: {path} is not a pyslice ensemble (no header)")
-            header = json.loads(bytes(data["header"]).decode())
-            if header.get("format") != _FORMAT:
-                raise ValueError(f"path: {path} has format {header.get('format')!r}, not {_FORMAT}")
-            group_counts = {
-                key.split("/", 1)[1]: torch.from_numpy(data[key].copy())
-                for key in data.files
-                if key.startswith("group_counts/")
-            }
-            return cls(
-                chi=torch.from_numpy(data["chi"].copy()),
-                energy=torch.from_numpy(data["energy"].copy()),
-                move_counts={k: (int(p), int(a)) for k, (p, a) in header["move_counts"].items()},
-                group_counts=group_counts,
-                group_names=list(header["group_names"]),
-                chi_group=torch.from_numpy(data["chi_group"].copy()),
-                chi_names=list(header["chi_names"]),
-                pi_periodic=torch.from_numpy(data["pi_periodic"].copy()),
-                temperature=float(header["temperature"]),
-                meta=header["meta"],
-                reference_pdb=header["reference_pdb"],
+        """Read a file written by :meth:`save`; a missing, empty, truncated or foreign file is an
+        error naming ``path``."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"path: no such file: {path}")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"path: {path} is not a pyslice ensemble (not an .npz archive: empty, truncated "
+                "or another kind of file)"
             )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "header" not in data.files:
+                    raise ValueError("it has no pyslice header")
+                header = json.loads(bytes(data["header"]).decode())
+                if not isinstance(header, dict) or header.get("format") != _FORMAT:
+                    found = header.get("format") if isinstance(header, dict) else None
+                    raise ValueError(f"its format is {found!r}, not {_FORMAT!r}")
+                group_counts = {
+                    key.split("/", 1)[1]: torch.from_numpy(data[key].copy())
+                    for key in data.files
+                    if key.startswith("group_counts/")
+                }
+                return cls(
+                    chi=torch.from_numpy(data["chi"].copy()),
+                    energy=torch.from_numpy(data["energy"].copy()),
+                    move_counts={
+                        k: (int(p), int(a)) for k, (p, a) in header["move_counts"].items()
+                    },
+                    group_counts=group_counts,
+                    group_names=list(header["group_names"]),
+                    chi_group=torch.from_numpy(data["chi_group"].copy()),
+                    chi_names=list(header["chi_names"]),
+                    pi_periodic=torch.from_numpy(data["pi_periodic"].copy()),
+                    temperature=float(header["temperature"]),
+                    meta=header["meta"],
+                    reference_pdb=header["reference_pdb"],
+                )
+        except Exception as exc:  # noqa: BLE001 - numpy/zip/json errors all mean "not ours"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(
+                f"path: {path} is not a pyslice ensemble written by Ensemble.save ({first})"
+            ) from None
 
     @classmethod
     def concatenate_chains(cls, parts: list[Ensemble]) -> Ensemble:

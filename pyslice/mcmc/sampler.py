@@ -37,7 +37,7 @@ from pyslice.mcmc.step import ChainState, metropolis_step
 from pyslice.mcmc.targets import ChiTarget, ProteinTarget
 from pyslice.proposals import Proposal, UniformProposal, derive_seed
 
-__all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler"]
+__all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler", "SamplingInterrupted"]
 
 #: Molar gas constant R = N_A k_B in kJ/(mol K) (CODATA 2018, as OpenMM uses).
 BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
@@ -141,7 +141,8 @@ class Sampler:
         )
         latent = torch.full((self.n_chains, n_latent), -1, dtype=torch.int64, device=self.device)
         self.state = ChainState.create(chi, energy0, latent=latent)
-        self._interrupted = False
+        self.steps_this_run = 0  # steps the last run() call made (a resumed run: its own)
+        self.resumed_at = 0  # steps already done when the last run() call started
 
     # ------------------------------------------------------------------ set-up
 
@@ -251,6 +252,12 @@ class Sampler:
         every 5% of the run), on Ctrl-C (then KeyboardInterrupt is re-raised) and on an error
         raised between steps. It is kept after the run finishes; delete it to start afresh.
         Distributed, every rank reads and writes its own file, ``checkpoint`` + ``.rank{r}``.
+
+        SIGINT (Ctrl-C), SIGTERM (batch schedulers) and SIGHUP (a closed terminal) stop the run
+        cleanly: the step under way is finished, the checkpoint written, and
+        :class:`SamplingInterrupted` (a KeyboardInterrupt) raised, naming the signal and the
+        checkpoint. After a call, ``steps_this_run`` counts the steps it made (a resumed run
+        counts only its own) and ``resumed_at`` the steps that were already done.
         """
         n_steps = _checks.check_int("n_steps", n_steps, low=0)
         warmup = _checks.check_int("warmup", warmup, low=0)
@@ -269,6 +276,8 @@ class Sampler:
 
         bar = ProgressBar(total, self.total_chains, progress and self.rank == 0)
         bar.begin(run.done)
+        self.steps_this_run = 0
+        self.resumed_at = run.done
         with _DeferredInterrupt() as interrupt:
             try:
                 while run.done < total:
@@ -276,21 +285,29 @@ class Sampler:
                     index, candidate, accepted = self._step(
                         run.done / warmup if in_warmup else None
                     )
-                    if not in_warmup:
+                    if in_warmup:
+                        run.count_warmup(index, accepted)
+                    else:
                         run.count(index, candidate.groups, accepted, self.target.n_groups)
                         taken = run.done - warmup + 1
                         if taken % thin == 0 and taken // thin <= n_draws:
                             run.record(taken // thin - 1, self.state)
                     run.done += 1
+                    self.steps_this_run += 1
                     if path is not None and (run.done % checkpoint_every == 0):
                         self._save_checkpoint(path, run)
                     if interrupt.requested:
-                        raise KeyboardInterrupt
+                        raise SamplingInterrupted(
+                            interrupt.signum,
+                            None if path is None else self._checkpoint_file(path),
+                            run.done,
+                            total,
+                        )
                     if bar.due():
                         bar.update(
                             run.done,
                             "warm-up" if run.done <= warmup else "sampling",
-                            run.acceptance(),
+                            run.progress_acceptance(),
                             float(self.state.energy.mean()),
                         )
             except BaseException:
@@ -300,7 +317,9 @@ class Sampler:
                 raise
         if bar.enabled:
             phase = "sampling" if n_steps else "warm-up"
-            bar.update(run.done, phase, run.acceptance(), float(self.state.energy.mean()))
+            bar.update(
+                run.done, phase, run.progress_acceptance(), float(self.state.energy.mean())
+            )
         bar.close()
         if self.refresh_every is not None:
             self._refresh_energy()
@@ -361,9 +380,15 @@ class Sampler:
         try:
             payload = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 (any unreadable file is the same user error)
-            raise ValueError(f"checkpoint: cannot read {source}: {exc}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"checkpoint: cannot read {source} (truncated or corrupt: {first}); delete it to "
+                "start the run afresh"
+            ) from None
         if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint: {source} is not a pyslice checkpoint")
+            raise ValueError(
+                f"checkpoint: {source} is not a pyslice checkpoint; delete it or pass another path"
+            )
         mine = self._fingerprint()
         theirs = payload["fingerprint"]
         differs = [k for k in mine if mine[k] != theirs.get(k)]
@@ -402,6 +427,9 @@ class _RunRecord:
         self.group_proposed = torch.empty(0)
         self.group_accepted = torch.empty(0)
         self.names: list[str] = []
+        # Warm-up decisions, counted for the progress line only (not part of the ensemble).
+        self.warmup_proposed = np.zeros(0, dtype=np.int64)
+        self.warmup_accepted = np.zeros(0, dtype=np.int64)
 
     @classmethod
     def empty(cls, sampler: Sampler, n_draws: int, plan: dict[str, int]) -> _RunRecord:
@@ -413,6 +441,8 @@ class _RunRecord:
         self.energy = torch.empty(n_draws, n, dtype=torch.float64)
         self.proposed = np.zeros(len(sampler.moves), dtype=np.int64)
         self.accepted = np.zeros(len(sampler.moves), dtype=np.int64)
+        self.warmup_proposed = np.zeros(len(sampler.moves), dtype=np.int64)
+        self.warmup_accepted = np.zeros(len(sampler.moves), dtype=np.int64)
         self.group_proposed = torch.zeros(
             len(sampler.moves), groups, dtype=torch.int64, device=sampler.device
         )
@@ -440,10 +470,25 @@ class _RunRecord:
         self.energy[draw] = state.energy.detach().to("cpu", torch.float64)
         self.recorded = draw + 1
 
+    def count_warmup(self, index: int, accepted: torch.Tensor) -> None:
+        self.warmup_proposed[index] += accepted.shape[0]
+        self.warmup_accepted[index] += int(accepted.sum())
+
     def acceptance(self) -> dict[str, float]:
         return {
             name: (a / p if p else float("nan"))
             for name, p, a in zip(self.names, self.proposed, self.accepted, strict=True)
+        }
+
+    def progress_acceptance(self) -> dict[str, float]:
+        """Acceptance for the progress line: of the recorded steps once there are any, of the
+        warm-up before (NaN for a move not proposed yet)."""
+        sampling = self.proposed.sum() > 0
+        proposed = self.proposed if sampling else self.warmup_proposed
+        accepted = self.accepted if sampling else self.warmup_accepted
+        return {
+            name: (a / p if p else float("nan"))
+            for name, p, a in zip(self.names, proposed, accepted, strict=True)
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -508,29 +553,60 @@ class _RunRecord:
         )
 
 
+class SamplingInterrupted(KeyboardInterrupt):
+    """A run stopped by a signal (Ctrl-C's SIGINT, a batch scheduler's SIGTERM, a closed
+    terminal's SIGHUP) after finishing its current step; the checkpoint, if any, was written.
+    A KeyboardInterrupt, so code that catches Ctrl-C catches every such stop."""
+
+    def __init__(self, signum: int, checkpoint: Path | None = None, done: int = 0, total: int = 0):
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.checkpoint = checkpoint
+        self.done = done
+        self.total = total
+        where = f"; the run is saved in {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"interrupted by {self.signal_name} after step {done} of {total}{where}")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process ended by this signal: 128 + its number."""
+        return 128 + self.signum
+
+
+#: Signals that stop a run cleanly (deferred to the end of the step); SIGHUP where it exists.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 class _DeferredInterrupt:
-    """Turns Ctrl-C into a flag checked between steps, so a step is never cut in half (the state
-    and the recorded draws stay consistent and the checkpoint resumes bit-identically). A second
-    Ctrl-C interrupts at once."""
+    """Turns SIGINT, SIGTERM and SIGHUP into a flag checked between steps, so a step is never cut
+    in half (the state and the recorded draws stay consistent and the checkpoint resumes
+    bit-identically). A second signal of the same kind interrupts at once."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for signum in _STOP_SIGNALS:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum == signum:
+            raise SamplingInterrupted(signum)
+        self.signum = signum
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -552,6 +628,8 @@ def _make_target(protein: Any, energy: Any, device: torch.device | str | None) -
         )
     if protein.n_chi == 0:
         raise ValueError("protein has no movable chi angles: nothing to sample")
+    if device is not None:
+        device = _available_device(device)
     if energy is None:
         from pyslice.energy.forcefield import ForceFieldEnergy
 
@@ -559,6 +637,19 @@ def _make_target(protein: Any, energy: Any, device: torch.device | str | None) -
     elif device is not None and torch.device(device) != energy.device:
         raise ValueError(f"device {device} differs from the energy's device {energy.device}")
     return ProteinTarget(protein, energy)
+
+
+def _available_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device that exists here (a clear error for cuda without a GPU)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: no CUDA device is available here (use 'cpu')")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def _check_moves(moves: Sequence[Move]) -> list[Move]:

@@ -167,7 +167,15 @@ class ProteinTarget(ChiTarget):
         if groups is None:
             return self.force_field(positions_new), positions_new
         delta = self.force_field.delta(cache, positions_new, self.moved_atoms(groups))
-        return energy + delta, positions_new
+        energy_new = energy + delta
+        # A chain whose current energy is not finite (a clash: +inf) has no usable difference
+        # (inf - inf is NaN, which is always rejected): score its proposal by a full energy, so
+        # that any finite proposal leaves the clash.
+        stuck = ~torch.isfinite(energy)
+        if bool(stuck.any()):
+            rows = stuck.nonzero().flatten()
+            energy_new[rows] = self.force_field(positions_new[rows]).to(energy_new.dtype)
+        return energy_new, positions_new
 
     def accept(
         self, cache: torch.Tensor, candidate: torch.Tensor, accepted: torch.Tensor

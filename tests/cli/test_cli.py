@@ -94,19 +94,34 @@ def _check_outputs(out, n_draws: int, n_chains: int) -> dict:
     assert _png_size(out / "report.png") == REPORT_SIZE
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["acceptance"]) == set(ensemble.acceptance)
-    models = (out / "structures.pdb").read_text().count("\nMODEL")
+    pdb = (out / "structures.pdb").read_text()
+    models = pdb.count("\nMODEL")
     assert models == len(summary["structures"]) >= 2
     assert summary["structures"][0]["kind"] == "lowest_energy"
     assert summary["structures"][0]["energy"] == pytest.approx(float(ensemble.energy.min()))
+    # REMARK lines say which model is which, with energies and populations
+    remarks = [line for line in pdb.splitlines() if line.startswith("REMARK 999")]
+    assert "MODEL 1: lowest-energy draw" in remarks[1]
+    assert "MODEL 2: cluster representative 1" in remarks[3] and "% of draws" in remarks[3]
+    assert all(len(line) <= 80 for line in remarks)
+    assert summary["converged"] in (True, False) and "convergence_problems" in summary
     return summary
 
 
 def test_sample_default_peptide_writes_every_file(tmp_path, capsys) -> None:
     out = tmp_path / "run"
+    out.mkdir()
+    # leftovers of an atomic write killed in an earlier run of this output are removed
+    (out / ".ensemble.npz.0123456789ab.tmp").write_bytes(b"partial")
+    (out / ".checkpoint.pt.ba9876543210.tmp").write_bytes(b"partial")
     assert cli.main(["sample", *SMALL_RUN, "--out", str(out)]) == 0
     summary = _check_outputs(out, 12, 8)
     assert summary["input"].startswith("built-in peptide")
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "writing the outputs" in captured.out
+    # 12 draws of 8 chains cannot pass R-hat <= 1.05 with bulk ESS >= 100: it says so
+    assert summary["converged"] is False
+    assert "NOT CONVERGED" in captured.err and "--steps" in captured.err
 
 
 def test_sample_is_reproducible_from_its_seed(tmp_path) -> None:
@@ -139,6 +154,7 @@ def test_sample_bpti(tmp_path, data_dir) -> None:
     ],
 )
 def test_sample_bad_inputs_exit_2_with_one_line(argv, message, tmp_path) -> None:
+    # (one subprocess run: the whole path, interpreter start and exit status included)
     done = subprocess.run(
         [sys.executable, "-m", "pyslice", *argv, "--out", str(tmp_path / "o"), "--quiet"],
         capture_output=True,
@@ -150,6 +166,86 @@ def test_sample_bad_inputs_exit_2_with_one_line(argv, message, tmp_path) -> None
     assert "Traceback" not in done.stderr
     assert message in done.stderr
     assert len(lines) <= 2  # argparse prints usage + one error line; our handler one line
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "banana"], "--device: expected a device"),
+        (["--steps", "0"], "--steps: expected a whole number >= 1, got 0"),
+        (["--chains", "abc"], "--chains: expected a whole number >= 1, got 'abc'"),
+        (["--seed", "-3"], "--seed: expected a whole number >= 0"),
+        (["--out", ""], "--out: expected a folder name"),
+        (["--out", "{file}"], "exists and is not a folder"),
+    ],
+)
+def test_sample_option_errors_name_the_option(argv, message, tmp_path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = [a.replace("{file}", str(afile)) for a in argv]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sample", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "_int" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["text", "npz", "missing"])
+def test_sample_bad_model_file_fails_before_reading_the_structure(kind, tmp_path, capsys) -> None:
+    model = tmp_path / f"model.{kind}"
+    if kind == "text":
+        model.write_text("not a model\n")
+    elif kind == "npz":
+        np.savez(model, weights=np.zeros(3))
+        model = tmp_path / "model.npz.npz"
+    argv = ["sample", "/no/such/structure.pdb", "--proposal", "transformer", "--model"]
+    assert cli.main([*argv, str(model), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyslice: error: --model")
+    assert len(err.splitlines()) == 1
+    assert "structure.pdb" not in err  # the option was checked first
+
+
+def test_sample_corrupt_checkpoint_says_what_to_do_and_restart_discards_it(
+    tmp_path, capsys
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"\x00garbage")
+    assert cli.main(["sample", *SMALL_RUN, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "--restart" in err and "corrupt" in err
+    assert cli.main(["sample", *SMALL_RUN, "--out", str(out), "--restart"]) == 0
+    _check_outputs(out, 12, 8)
+
+
+def test_sample_sigterm_saves_a_checkpoint_and_exits_143(tmp_path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = ["sample", "--chains", "4", "--steps", "4000", "--warmup", "0", "--quiet"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyslice", *argv, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        # the first checkpoint (5% of the run) means sampling is under way
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err and "checkpoint.pt" in err and "resume" in err
+    assert "Traceback" not in err
+    assert (out / "checkpoint.pt").exists() and not list(out.glob(".*.tmp"))
 
 
 def test_sample_malformed_structure_exits_2(tmp_path) -> None:

@@ -40,7 +40,7 @@ from pyslice import (
     Sampler,
     UniformProposal,
 )
-from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K
+from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, SamplingInterrupted
 from pyslice.proposals import ProposalDraw
 
 F64 = torch.float64
@@ -399,18 +399,24 @@ def test_peptide_test_rejects_a_wrong_temperature() -> None:
 
 
 class CountingEnergy:
-    """The torus energy; at call ``interrupt_at`` it sends this process SIGINT (a Ctrl-C), at
-    call ``raise_at`` it raises."""
+    """The torus energy; at call ``interrupt_at`` it sends this process ``signum`` (SIGINT: a
+    Ctrl-C), at call ``raise_at`` it raises."""
 
-    def __init__(self, interrupt_at: int | None = None, raise_at: int | None = None) -> None:
+    def __init__(
+        self,
+        interrupt_at: int | None = None,
+        raise_at: int | None = None,
+        signum: int = signal.SIGINT,
+    ) -> None:
         self.calls = 0
         self.interrupt_at = interrupt_at
         self.raise_at = raise_at
+        self.signum = signum
 
     def __call__(self, chi: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         if self.calls == self.interrupt_at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signum)
         if self.calls == self.raise_at:
             raise RuntimeError("energy failed")
         return torus_energy(chi)
@@ -505,6 +511,32 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop, refresh_ev
     # The finished checkpoint is kept: running again returns the same ensemble without steps.
     again = _checkpoint_sampler(CountingEnergy(), refresh_every=refresh_every)
     _assert_same_run(reference, expected, again, again.run(**PLAN, checkpoint=path))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_resume_bit_identically(tmp_path, signum) -> None:
+    reference = _checkpoint_sampler(CountingEnergy())
+    expected = reference.run(**PLAN)
+    path = tmp_path / "run.ckpt"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    first = _checkpoint_sampler(CountingEnergy(interrupt_at=23, signum=signum))
+    with pytest.raises(SamplingInterrupted) as stopped:
+        first.run(**PLAN, checkpoint=path, checkpoint_every=4)
+    # the step under way was finished, the checkpoint written and named, the handlers restored
+    assert stopped.value.signum == signum and stopped.value.exit_status == 128 + signum
+    assert stopped.value.checkpoint == path and str(path) in str(stopped.value)
+    assert signal.Signals(signum).name in str(stopped.value)
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    saved = torch.load(path, weights_only=True)
+    assert saved["run"]["done"] == 22 == stopped.value.done
+    resumed = _checkpoint_sampler(CountingEnergy())
+    got = resumed.run(**PLAN, checkpoint=path)
+    _assert_same_run(reference, expected, resumed, got)
+    # the resumed call counts only the steps it made (throughput after a resume)
+    total = PLAN["n_steps"] + PLAN["warmup"]
+    assert (resumed.resumed_at, resumed.steps_this_run) == (22, total - 22)
+    assert (reference.resumed_at, reference.steps_this_run) == (0, total)
 
 
 def test_checkpointing_does_not_change_the_run(tmp_path) -> None:
@@ -693,11 +725,13 @@ def test_circular_diagnostics_do_not_see_the_cut_at_pi() -> None:
 
 
 def test_diagnostics_of_short_ensembles_are_nan_and_summary_is_json() -> None:
-    short = _ensemble(np.zeros((3, 2, 1)))
-    assert np.isnan(short.rhat()).all() and np.isnan(short.ess()).all()
-    summary = short.summary()
-    assert summary["rhat_max"] is None and summary["energy_rhat"] is None
-    json.dumps(summary)
+    for draws in (3, 0):  # too few draws, and none at all
+        short = _ensemble(np.zeros((draws, 2, 1)))
+        assert np.isnan(short.rhat()).all() and np.isnan(short.ess()).all()
+        summary = short.summary()
+        assert summary["rhat_max"] is None and summary["energy_rhat"] is None
+        assert summary["converged"] is False and "too few draws" in summary["convergence_problems"]
+        json.dumps(summary)
 
 
 # ==================================================================== ensembles
@@ -724,6 +758,14 @@ def test_ensemble_save_load_round_trip(tmp_path, sampled: Ensemble) -> None:
     np.savez(tmp_path / "plain.npz", chi=np.zeros(3))
     with pytest.raises(ValueError, match="not a pyslice ensemble"):
         Ensemble.load(tmp_path / "plain.npz")
+    # empty, truncated and text files: a ValueError naming the path, never a numpy traceback
+    whole = (tmp_path / "e.npz").read_bytes()
+    for name, content in (("empty", b""), ("half", whole[: len(whole) // 2]), ("text", b"hi")):
+        (tmp_path / f"{name}.npz").write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name}.npz is not a pyslice ensemble"):
+            Ensemble.load(tmp_path / f"{name}.npz")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        Ensemble.load(tmp_path / "missing.npz")
 
 
 def test_concatenate_chains(sampled: Ensemble) -> None:
@@ -827,6 +869,31 @@ def test_sampler_rejects_bad_arguments(kwargs, error, match) -> None:
     args.update(kwargs)
     with pytest.raises(error, match=match):
         Sampler(_target(), **args)
+
+
+def test_sampler_on_cuda_without_a_gpu_is_a_clear_error() -> None:
+    protein = Protein.from_sequence("GVG")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            Sampler(protein, device="cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        Sampler(protein, device="banana")
+
+
+def test_a_chain_starting_in_a_clash_leaves_it() -> None:
+    """A chain whose current energy is +inf scores its proposals by full energies (inf - inf
+    would be NaN, always rejected): the first finite proposal is accepted."""
+    protein, energy, _, _ = _peptide("GVG")
+    sampler = Sampler(
+        protein, energy, temperature=T, n_chains=8, seed=2, moves=[RandomWalk("residue")]
+    )
+    sampler.state.energy[:4] = math.inf  # chains 0-3 "start in a clash"
+    sampler.run(3, progress=False)
+    assert bool(torch.isfinite(sampler.state.energy).all())
+    assert bool((sampler.state.accepted[:4] >= 1).all())
+    # their energies are now the true ones, not a running sum from +inf
+    expected = energy(protein.build(sampler.state.chi.to(torch.float64)).to(energy.dtype))
+    torch.testing.assert_close(sampler.state.energy, expected, rtol=1e-6, atol=1e-3)
 
 
 def test_sampler_rejects_bad_protein_and_repeated_moves() -> None:
