@@ -12,7 +12,9 @@ block S is accepted with ``-beta dU + log q(x_S | rest) - log q(x_S' | rest)``.
 
 Every proposal here is a product over *groups* of columns (a group is one residue: its chi angles
 are drawn together from one mixture component, which keeps them correlated). Randomness is
-counter-based: ``(seed, offset)`` selects the draws, and equal pairs give equal draws.
+counter-based (:mod:`pyslice._random`): row i of a draw with ``(seed, offset)`` uses the streams
+of global chain ``offset + i`` under key ``seed``, so equal pairs give equal draws, and a row's
+draw does not depend on how many rows are drawn with it or on which process draws it.
 """
 
 from __future__ import annotations
@@ -23,30 +25,22 @@ from dataclasses import dataclass
 
 import torch
 
-from pyslice import _checks
+from pyslice import _checks, _random
+from pyslice._random import derive_seed
 from pyslice.distributions import draw_mixture, von_mises_log_density
+from pyslice.geometry.angles import wrap_angle
 
 __all__ = ["MixtureProposal", "Proposal", "ProposalDraw", "UniformProposal", "derive_seed"]
 
-_MASK64 = (1 << 64) - 1
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def derive_seed(seed: int, *words: int) -> int:
-    """A 64-bit Philox key derived from ``seed`` and integer ``words`` (splitmix64 chain).
+_TAG_UNIFORM = 0x756E69
 
-    Distinct word tuples give unrelated keys, so every (rank, move, purpose) gets its own stream.
-    """
-    # The seed is mixed alone first (the leading 0): added straight to the first word, (seed, w)
-    # and (seed + 1, w - 1) gave the same key (rank 1 of seed 0 = rank 0 of seed 1).
-    state = seed & _MASK64
-    for word in (0, *words, len(words)):
-        state = (state + 0x9E3779B97F4A7C15 + (word & _MASK64)) & _MASK64
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state = z ^ (z >> 31)
-    return state
+
+def _chains(offset: int, n: int, device: torch.device) -> torch.Tensor:
+    """(n,) int64 global chain indices of the rows of a draw that starts at chain ``offset``."""
+    return torch.arange(offset, offset + n, dtype=torch.int64, device=device)
 
 
 def generator(device: torch.device, seed: int, *words: int) -> torch.Generator:
@@ -174,9 +168,10 @@ class UniformProposal(Proposal):
         return f"UniformProposal(n_chi={self.n_chi})"
 
     def _uniform(self, shape: tuple[int, ...], seed: int, offset: int) -> torch.Tensor:
-        gen = generator(self.device, seed, offset, 0x756E69)
-        u = torch.rand(shape, generator=gen, device=self.device, dtype=torch.float64)
-        return (2.0 * math.pi * u - math.pi).to(self.dtype)
+        chains = _chains(offset, shape[0], self.device)
+        u = _random.uniform(derive_seed(seed, _TAG_UNIFORM), chains, shape[1])
+        # (0, 1) -> (-pi, pi); the cast may round up to pi itself, which wrapping maps to -pi.
+        return wrap_angle((2.0 * math.pi * u - math.pi).to(self.dtype))
 
     def sample(self, n: int, *, seed: int, offset: int = 0) -> ProposalDraw:
         n = _checks.check_int("n", n, low=0)
@@ -368,10 +363,9 @@ class MixtureProposal(Proposal):
         self, log_probs: torch.Tensor, seed: int, offset: int, tag: int
     ) -> torch.Tensor:
         """One label per row of ``log_probs: (n, G, K)`` by inverting the CDF of a uniform."""
-        gen = generator(self.device, seed, offset, tag)
-        u = torch.rand(log_probs.shape[:-1], generator=gen, device=self.device, dtype=torch.float64)
-        cdf = torch.cumsum(torch.softmax(log_probs, dim=-1), dim=-1)[..., :-1]
-        return (u.unsqueeze(-1) >= cdf).sum(-1)
+        n, n_groups = log_probs.shape[:2]
+        u = _random.uniform(derive_seed(seed, tag), _chains(offset, n, self.device), n_groups)
+        return _random.categorical(u, log_probs)
 
     def sample_latent(self, chi: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
         source = self.conditional if self.conditional is not None else self

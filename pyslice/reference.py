@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from pyslice._random import MASK32, philox4x32_10, uniform_from_bits
 from pyslice.geometry.angles import wrap_angle
 
 __all__ = [
@@ -34,9 +35,6 @@ __all__ = [
     "uniform_from_bits",
 ]
 
-MASK32 = 0xFFFFFFFF
-_MUL0, _MUL1 = 0xD2511F53, 0xCD9E8D57
-_WEYL0, _WEYL1 = 0x9E3779B9, 0xBB67AE85
 
 #: Below this concentration a component is sampled as uniform (KS error < kappa / pi).
 KAPPA_UNIFORM = 1e-8
@@ -50,47 +48,6 @@ TABLE_FIELDS = ("cdf", "loc", "kappa", "s_minus_1", "s_plus_1", "sigma")
 _PI = math.pi
 _TWO_PI = 2.0 * math.pi
 _HALF_PI = 0.5 * math.pi
-
-
-def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32-bit words of ``a * b`` for a 32-bit constant and int64 words < 2^32.
-
-    The 64-bit product does not fit int64, so it is assembled from 16-bit halves.
-    """
-    a_hi, a_lo = a >> 16, a & 0xFFFF
-    b_hi, b_lo = b >> 16, b & 0xFFFF
-    low = a_lo * b_lo
-    mid = a_hi * b_lo + a_lo * b_hi
-    low_sum = low + ((mid & 0xFFFF) << 16)
-    hi = a_hi * b_hi + (mid >> 16) + (low_sum >> 32)
-    return hi, low_sum & MASK32
-
-
-def philox4x32_10(
-    c0: torch.Tensor,
-    c1: torch.Tensor,
-    c2: torch.Tensor,
-    c3: torch.Tensor,
-    k0: int,
-    k1: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Philox-4x32-10 (Salmon et al., SC'11) on int64 tensors holding 32-bit words.
-
-    ``c0..c3``: broadcastable int64 tensors with values in [0, 2^32); ``k0, k1``: the key words.
-    Returns the four output words as int64 tensors in [0, 2^32).
-    """
-    for _ in range(10):
-        hi0, lo0 = _mulhilo32(_MUL0, c0)
-        hi1, lo1 = _mulhilo32(_MUL1, c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        k0 = (k0 + _WEYL0) & MASK32
-        k1 = (k1 + _WEYL1) & MASK32
-    return c0, c1, c2, c3
-
-
-def uniform_from_bits(word: torch.Tensor) -> torch.Tensor:
-    """Top 24 bits of a 32-bit word -> float32 in [0, 1), exact."""
-    return (word >> 8).to(torch.float32) * (2.0**-24)
 
 
 def mixture_table(

@@ -469,3 +469,30 @@ def test_derive_seed_gives_distinct_reproducible_keys() -> None:
     # Word order and word count both matter.
     assert derive_seed(1, 2, 3) != derive_seed(1, 3, 2)
     assert derive_seed(1) != derive_seed(1, 0) != derive_seed(1, 0, 0)
+
+
+def test_counter_based_draws_depend_on_the_global_chain_index_only() -> None:
+    """Row i of a draw with offset o is chain o + i's draw: splitting the rows over processes
+    (different offsets) reproduces one process's draw exactly."""
+    from pyslice._random import normal, uniform
+
+    mixture = MixtureProposal(
+        torch.tensor([0, 0, 1]),
+        torch.tensor([[0.0, 0.5], [0.3, 0.0]], dtype=torch.float64),
+        torch.tensor([[1.0, -2.0], [0.5, 2.5], [-1.0, 1.5]], dtype=torch.float64),
+        torch.tensor([[2.0, 3.0], [1.0, 4.0], [5.0, 0.5]], dtype=torch.float64),
+    )
+    for proposal in (UniformProposal(3), mixture):
+        whole = proposal.sample(10, seed=42, offset=0)
+        parts = [proposal.sample(4, seed=42, offset=0), proposal.sample(6, seed=42, offset=4)]
+        if isinstance(proposal, UniformProposal):
+            assert torch.equal(whole.chi, torch.cat([p.chi for p in parts]))
+        assert torch.equal(whole.latent, torch.cat([p.latent for p in parts]))
+    chains = torch.arange(100, 110)
+    u = uniform(7, chains, 5)
+    assert torch.equal(u[3:], uniform(7, chains[3:], 5))
+    assert torch.equal(u[:, :3], uniform(7, chains, 3))  # a row's first values do not depend on n
+    assert bool((u > 0).all()) and bool((u < 1).all())
+    assert not torch.equal(u, uniform(8, chains, 5))
+    z = normal(7, chains, 4)
+    assert z.shape == (10, 4) and bool(torch.isfinite(z).all())

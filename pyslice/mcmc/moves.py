@@ -16,8 +16,9 @@ the log-weights ``w`` of the current and the proposed state, so that every chain
   chosen block are refreshed by a Gibbs draw from r(. | x), which leaves p(x) r(k | x) invariant
   and lets every other move act on x alone; the step then uses w = log r(k | x) - log q(k, x).
 
-Randomness: each move draws from generators keyed by (sampler seed, stream, move, step), so a run
-is reproducible and a resumed run continues bit for bit.
+Randomness: counter-based (:mod:`pyslice._random`), each draw keyed by (sampler seed, move, step,
+purpose) and the *global* index of the chain, so a run is reproducible, a resumed run continues
+bit for bit, and chains split over several processes draw exactly what one process would.
 """
 
 from __future__ import annotations
@@ -29,24 +30,42 @@ from typing import Literal
 
 import torch
 
-from pyslice import _checks
+from pyslice import _checks, _random
+from pyslice._random import derive_seed
 from pyslice.geometry.angles import wrap_angle
-from pyslice.proposals import Proposal, generator
+from pyslice.proposals import Proposal
 
 __all__ = ["Candidate", "Independence", "Lifted", "Move", "MoveContext", "RandomWalk"]
 
-_TWO_PI = 2.0 * math.pi
+# Purposes of a move's random streams (each derived from the move's key for the step).
+_TAG_COLUMN, _TAG_GROUP, _TAG_STEP, _TAG_BLOCK, _TAG_LATENT = 1, 2, 3, 4, 5
 
 
 @dataclass
 class MoveContext:
-    """What a move needs to know about the target: sizes, grouping and device."""
+    """What a move needs to know about the target and the chains: sizes, grouping, device, and
+    the global indices of this process's chains (``chain_offset`` .. + ``n_chains``)."""
 
     n_chi: int
     group: torch.Tensor  # (n_chi,) int64 group (residue) of each column
     n_groups: int
     device: torch.device
     dtype: torch.dtype
+    chain_offset: int = 0
+    n_chains: int = 0
+
+    def __post_init__(self) -> None:
+        self.chains = torch.arange(
+            self.chain_offset, self.chain_offset + self.n_chains, device=self.device
+        )
+        # (n_groups, C) columns of each group, -1 padded: a block's columns without a scan.
+        width = int(torch.bincount(self.group).max()) if self.n_chi else 0
+        table = torch.full((self.n_groups, max(width, 1)), -1, dtype=torch.int64)
+        slot = [0] * self.n_groups
+        for column, g in enumerate(self.group.tolist()):
+            table[g, slot[g]] = column
+            slot[g] += 1
+        self.group_columns = table.to(self.device)
 
     def columns_of(self, groups: torch.Tensor) -> torch.Tensor:
         """(B, n_chi) bool: the columns of ``groups: (B, S)`` (-1 = none)."""
@@ -103,10 +122,10 @@ class Move(ABC):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         return None
 
-    def pick_groups(self, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-        """(n, size) distinct random groups per chain."""
+    def pick_groups(self, size: int, key: int) -> torch.Tensor:
+        """(n_chains, size) distinct random groups per chain (stream ``key``)."""
         size = min(size, self.ctx.n_groups)
-        keys = torch.rand(n, self.ctx.n_groups, generator=gen, device=self.ctx.device)
+        keys = _random.uniform(key, self.ctx.chains, self.ctx.n_groups)
         return keys.topk(size, dim=1).indices
 
 
@@ -159,17 +178,25 @@ class RandomWalk(Move):
     def propose(self, chi: torch.Tensor, key: int) -> Candidate:
         ctx = self.ctx
         n = chi.shape[0]
-        gen = generator(ctx.device, key)
+        rows = torch.arange(n, device=ctx.device)
         if self.scope == "chi":
-            column = torch.randint(ctx.n_chi, (n,), generator=gen, device=ctx.device)
-            moved = torch.zeros(n, ctx.n_chi, dtype=torch.bool, device=ctx.device)
-            moved[torch.arange(n, device=ctx.device), column] = True
+            u = _random.uniform(derive_seed(key, _TAG_COLUMN), ctx.chains, 1)[:, 0]
+            column = (u * ctx.n_chi).to(torch.int64).clamp_max(ctx.n_chi - 1)
+            columns = column.unsqueeze(1)  # (n, 1)
             groups = ctx.group[column].unsqueeze(1)
         else:
-            groups = self.pick_groups(n, 1, gen)
-            moved = ctx.columns_of(groups)
-        noise = torch.randn(n, ctx.n_chi, generator=gen, device=ctx.device, dtype=torch.float64)
-        step = torch.where(moved, noise * self.step_size, 0.0)
+            groups = self.pick_groups(1, derive_seed(key, _TAG_GROUP))
+            columns = ctx.group_columns[groups[:, 0]]  # (n, C), -1 padded
+        # Normals only for the moved columns (a residue's at most), scattered into place.
+        noise = _random.normal(derive_seed(key, _TAG_STEP), ctx.chains, columns.shape[1])
+        valid = columns >= 0
+        safe = columns.clamp_min(0)
+        moved = torch.zeros(n, ctx.n_chi, dtype=torch.bool, device=ctx.device)
+        moved[rows.unsqueeze(1).expand_as(safe)[valid], safe[valid]] = True
+        step = torch.zeros(n, ctx.n_chi, dtype=torch.float64, device=ctx.device)
+        step[rows.unsqueeze(1).expand_as(safe)[valid], safe[valid]] = (
+            noise[valid] * self.step_size[safe[valid]]
+        )
         # Only the moved columns are wrapped: wrapping is not exact in float32, and unmoved angles
         # must stay bit for bit what they were (the cached positions were built from them).
         chi_new = torch.where(moved, wrap_angle(chi + step.to(chi.dtype)), chi)
@@ -241,7 +268,7 @@ class _ProposalMove(Move):
         """(groups (n, S), columns (n, n_chi)) of this step's blocks, or (None, None) for all."""
         if self.block is None or self.block >= self.ctx.n_groups:
             return None, None
-        groups = self.pick_groups(n, self.block, generator(self.ctx.device, key, 0x626C6B))
+        groups = self.pick_groups(self.block, derive_seed(key, _TAG_BLOCK))
         return groups, self.ctx.columns_of(groups)
 
     def _new_angles(
@@ -285,10 +312,10 @@ class Independence(_ProposalMove):
         n = chi.shape[0]
         groups, columns = self._block(n, key)
         if columns is None:
-            draw = self.proposal.sample(n, seed=key)
+            draw = self.proposal.sample(n, seed=key, offset=self.ctx.chain_offset)
             log_q = self.proposal.log_prob(chi)
         else:
-            draw = self.proposal.sample_block(chi, columns, seed=key)
+            draw = self.proposal.sample_block(chi, columns, seed=key, offset=self.ctx.chain_offset)
             log_q = self.proposal.block_log_prob(chi, columns)
         chi_new = self._new_angles(chi, draw.chi, columns)
         # log q(x') is recomputed marginally (a mixture's draw.log_q is joint with its labels).
@@ -321,14 +348,16 @@ class Lifted(_ProposalMove):
     def propose(self, chi: torch.Tensor, key: int) -> Candidate:
         n = chi.shape[0]
         groups, columns = self._block(n, key)
-        latent = self.proposal.sample_latent(chi, seed=key, offset=1)
+        latent = self.proposal.sample_latent(
+            chi, seed=derive_seed(key, _TAG_LATENT), offset=self.ctx.chain_offset
+        )
         if columns is None:
-            draw = self.proposal.sample(n, seed=key)
+            draw = self.proposal.sample(n, seed=key, offset=self.ctx.chain_offset)
             log_q = self.proposal.log_prob(chi, latent)
             log_q_new = draw.log_q
             latent_new = draw.latent
         else:
-            draw = self.proposal.sample_block(chi, columns, seed=key)
+            draw = self.proposal.sample_block(chi, columns, seed=key, offset=self.ctx.chain_offset)
             block_groups = draw.latent >= 0
             latent = torch.where(block_groups, latent, -1)
             log_q = self.proposal.block_log_prob(chi, columns, latent)

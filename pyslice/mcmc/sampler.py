@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from pyslice import _checks
+from pyslice._random import derive_seed
 from pyslice.io.files import atomic_write
 from pyslice.io.progress import ProgressBar
 from pyslice.mcmc.ensemble import Ensemble
 from pyslice.mcmc.moves import Independence, Move, MoveContext, RandomWalk
 from pyslice.mcmc.step import ChainState, metropolis_step
 from pyslice.mcmc.targets import ChiTarget, ProteinTarget
-from pyslice.proposals import Proposal, UniformProposal, derive_seed
+from pyslice.proposals import Proposal, UniformProposal
 
 __all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler", "SamplingInterrupted"]
 
@@ -127,6 +128,8 @@ class Sampler:
             self.target.n_groups,
             self.device,
             self.target.dtype,
+            chain_offset=self.chain_offset,
+            n_chains=self.n_chains,
         )
         for move in self.moves:
             move.bind(context)
@@ -164,8 +167,9 @@ class Sampler:
         if init == "reference":
             return target.reference_chi.expand(n, -1).contiguous().clone()
         if init == "proposal":
-            key = derive_seed(self.seed, self.stream, _INIT)
-            return self.proposal.sample(n, seed=key).chi.to(target.dtype).contiguous()
+            key = derive_seed(self.seed, _INIT)
+            draw = self.proposal.sample(n, seed=key, offset=self.chain_offset)
+            return draw.chi.to(target.dtype).contiguous()
         raise ValueError(f"init must be 'reference', 'proposal' or a tensor, got {init!r}")
 
     def __repr__(self) -> str:
@@ -188,7 +192,8 @@ class Sampler:
     # ------------------------------------------------------------------ one step
 
     def _pick_move(self, step: int) -> int:
-        u = derive_seed(self.seed, self.stream, _MOVE_CHOICE, step) / 2.0**64
+        # The same move for every chain of every rank at this step (not keyed by the rank).
+        u = derive_seed(self.seed, _MOVE_CHOICE, step) / 2.0**64
         return min(int(np.searchsorted(self._cumulative, u, side="right")), len(self.moves) - 1)
 
     def _step(self, warmup_progress: float | None) -> tuple[int, Any, torch.Tensor]:
@@ -200,7 +205,7 @@ class Sampler:
             self._refresh_energy()
         index = self._pick_move(t)
         move = self.moves[index]
-        candidate = move.propose(self.state.chi, derive_seed(self.seed, self.stream, index, t))
+        candidate = move.propose(self.state.chi, derive_seed(self.seed, index, t))
         energy_new, cache_new = self.target.energy_new(
             self._cache, self.state.energy, candidate.chi, candidate.groups
         )
@@ -317,9 +322,7 @@ class Sampler:
                 raise
         if bar.enabled:
             phase = "sampling" if n_steps else "warm-up"
-            bar.update(
-                run.done, phase, run.progress_acceptance(), float(self.state.energy.mean())
-            )
+            bar.update(run.done, phase, run.progress_acceptance(), float(self.state.energy.mean()))
         bar.close()
         if self.refresh_every is not None:
             self._refresh_energy()
