@@ -22,7 +22,7 @@ import torch
 from openmm import app, unit
 
 from pyslice._data import data_dir as find_data
-from pyslice.structure.protein import AMINO_ACIDS, CAPS, Protein
+from pyslice.structure import AMINO_ACIDS, CAPS, Protein
 
 _DATA = find_data()
 ALL20 = "ACDEFGHIKLMNPQRSTVWY"
