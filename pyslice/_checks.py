@@ -124,6 +124,19 @@ def positions_tensor(name: str, value: object, n_atoms: int) -> torch.Tensor:
     return tensor.detach().to("cpu", torch.float64).clone().contiguous()
 
 
+def positions_batch(name: str, value: object, n_atoms: int) -> tuple[torch.Tensor, bool]:
+    """A batch of conformations ``(B, n_atoms, 3)`` (float, as given: no copy, no finiteness scan)
+    from ``(B, n_atoms, 3)`` or one ``(n_atoms, 3)``, and whether ``value`` was that one."""
+    tensor = as_float_tensor(name, value)
+    if tensor.ndim not in (2, 3) or tuple(tensor.shape[-2:]) != (n_atoms, 3):
+        raise ValueError(
+            f"{name} must have shape (B, {n_atoms}, 3) or ({n_atoms}, 3) (nm), "
+            f"got {tuple(tensor.shape)}"
+        )
+    single = tensor.ndim == 2
+    return (tensor[None] if single else tensor), single
+
+
 def index_set(name: str, value: object, size: int) -> tuple[int, ...]:
     """Distinct indices in [0, size), ascending, from an iterable of ints (a tensor included)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):

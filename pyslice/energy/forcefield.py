@@ -168,14 +168,7 @@ class ForceFieldEnergy:
             raise ValueError(
                 f"{name} must be on {self.device} (this energy's device), got {tensor.device}"
             )
-        single = tensor.dim() == 2
-        if single:
-            tensor = tensor[None]
-        if tensor.dim() != 3 or tensor.shape[1:] != (self.n_atoms, 3):
-            raise ValueError(
-                f"{name} must have shape (B, {self.n_atoms}, 3) or ({self.n_atoms}, 3) (nm), got "
-                f"{tuple(tensor.shape) if not single else tuple(tensor.shape[1:])}"
-            )
+        tensor, single = _checks.positions_batch(name, tensor, self.n_atoms)
         # Finiteness is checked after evaluation, and only when a result is not finite: a full
         # scan of every call's positions costs more than a delta() itself.
         return tensor.to(self.dtype).contiguous(), single

@@ -301,8 +301,7 @@ class Protein:
         from openmm import unit
         from openmm.app import PDBFile
 
-        single = positions is None or _ndim(positions) == 2
-        batch = self._batch("positions", positions)
+        batch, single = self._batch("positions", positions)
 
         def write(file: IO[str]) -> None:
             PDBFile.writeHeader(self._topology, file)
@@ -323,7 +322,7 @@ class Protein:
 
         if positions is None:
             raise ValueError("positions must be given: (B, N, 3) or (N, 3) in nm, got None")
-        batch = self._batch("positions", positions)
+        batch, _ = self._batch("positions", positions)
 
         def write(file: IO[bytes]) -> None:
             dcd = DCDFile(file, self._topology, 1.0 * unit.picosecond)
@@ -332,29 +331,19 @@ class Protein:
 
         atomic_write(path, "wb", write)
 
-    def _batch(self, name: str, positions: object) -> np.ndarray:
-        """``(B, N, 3) float64`` numpy positions from None, ``(N, 3)`` or ``(B, N, 3)``."""
+    def _batch(self, name: str, positions: object) -> tuple[np.ndarray, bool]:
+        """``(B, N, 3) float64`` numpy positions from None, ``(N, 3)`` or ``(B, N, 3)``, and
+        whether they are one conformation (None or ``(N, 3)``)."""
         if positions is None:
-            return self._positions.numpy()[None]
-        tensor = _checks.as_float_tensor(name, positions, dtype=torch.float64)
-        n = self.n_atoms
-        if tensor.ndim == 2:
-            tensor = tensor[None]
-        if tensor.ndim != 3 or tuple(tensor.shape[1:]) != (n, 3):
-            raise ValueError(
-                f"{name} must have shape (N, 3) or (B, N, 3) with N = {n} atoms, "
-                f"got {tuple(tensor.shape)}"
-            )
+            return self._positions.numpy()[None], True
+        tensor, single = _checks.positions_batch(name, positions, self.n_atoms)
+        tensor = tensor.to(torch.float64)
         if tensor.shape[0] == 0:
             raise ValueError(
                 f"{name} must hold at least one frame, got shape {tuple(tensor.shape)}"
             )
         _checks.require_finite(name, tensor)
-        return tensor.detach().cpu().numpy()
-
-
-def _ndim(value: object) -> int:
-    return value.ndim if hasattr(value, "ndim") else np.ndim(value)
+        return tensor.detach().cpu().numpy(), single
 
 
 def _movable_residues(residues: list, movable: Iterable[int] | None) -> tuple[int, ...]:
