@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,3 +105,76 @@ def sample_shape_of(sample_shape: object) -> torch.Size:
     if not isinstance(sample_shape, (tuple, list, torch.Size)):
         raise TypeError(f"sample_shape must be an int or a tuple of ints, got {sample_shape!r}")
     return torch.Size(check_int("sample_shape", s, low=0) for s in sample_shape)
+
+
+def positions_tensor(name: str, value: object, n_atoms: int) -> torch.Tensor:
+    """A detached, contiguous ``(n_atoms, 3) float64`` CPU copy of finite positions in nm, from a
+    tensor, an array, nested lists or an OpenMM Quantity."""
+    if hasattr(value, "value_in_unit"):  # an openmm.unit.Quantity: only then import OpenMM
+        from openmm import unit
+
+        value = np.asarray(value.value_in_unit(unit.nanometer), dtype=np.float64)
+    tensor = as_float_tensor(name, value)
+    if tuple(tensor.shape) != (n_atoms, 3):
+        raise ValueError(
+            f"{name} must have shape ({n_atoms}, 3) (one row per atom, nm), "
+            f"got {tuple(tensor.shape)}"
+        )
+    require_finite(name, tensor)
+    return tensor.detach().to("cpu", torch.float64).clone().contiguous()
+
+
+def positions_batch(name: str, value: object, n_atoms: int) -> tuple[torch.Tensor, bool]:
+    """A batch of conformations ``(B, n_atoms, 3)`` (float, as given: no copy, no finiteness scan)
+    from ``(B, n_atoms, 3)`` or one ``(n_atoms, 3)``, and whether ``value`` was that one."""
+    tensor = as_float_tensor(name, value)
+    if tensor.ndim not in (2, 3) or tuple(tensor.shape[-2:]) != (n_atoms, 3):
+        raise ValueError(
+            f"{name} must have shape (B, {n_atoms}, 3) or ({n_atoms}, 3) (nm), "
+            f"got {tuple(tensor.shape)}"
+        )
+    single = tensor.ndim == 2
+    return (tensor[None] if single else tensor), single
+
+
+def index_set(name: str, value: object, size: int) -> tuple[int, ...]:
+    """Distinct indices in [0, size), ascending, from an iterable of ints (a tensor included)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{name} must be None or an iterable of indices, got {type(value).__name__}"
+        )
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    return tuple(sorted({check_int(name, v, low=0, high=size) for v in value}))
+
+
+def check_topology(name: str, value: object) -> Any:
+    """``value`` itself when it is an ``openmm.app.Topology``; a TypeError otherwise."""
+    from openmm.app import Topology
+
+    if not isinstance(value, Topology):
+        raise TypeError(f"{name} must be an openmm.app.Topology, got {type(value).__name__}")
+    return value
+
+
+def exception_summary(exc: BaseException) -> str:
+    """'KeyError: first line of the message': a foreign exception, in one line, for our messages."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def residue_label(chain: str, number: str, insertion_code: str, name: str) -> str:
+    """'chain A residue 45A LYS': how every message names a residue (PDB chain id, residue number
+    with its insertion code, residue name)."""
+    return f"chain {chain or '?'} residue {number}{insertion_code.strip()} {name}"
+
+
+def describe_residue(residue: Any) -> str:
+    """:func:`residue_label` of an ``openmm.app.Residue``."""
+    chain = residue.chain.id if residue.chain is not None else ""
+    return residue_label(chain, residue.id, residue.insertionCode or "", residue.name)
+
+
+def describe_atom(atom: Any) -> str:
+    """'CA of chain A residue 45 LYS' for an ``openmm.app.Atom``."""
+    return f"{atom.name} of {describe_residue(atom.residue)}"

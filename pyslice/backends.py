@@ -138,10 +138,10 @@ _register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _
 # energy_delta: (tables, positions, new_positions, moved (B, M) int64) -> (B, 5) float64.
 _register("energy", "cuda", "pyslice._ops:energy_cuda", _F32_F64)
 _register("energy", "cpu", "pyslice._ops:energy_cpu", _F32_F64)
-_register("energy", "reference", "pyslice.energy.forcefield:energy_reference", _F32_F64)
+_register("energy", "reference", "pyslice.energy.reference:energy_reference", _F32_F64)
 _register("energy_delta", "cuda", "pyslice._ops:energy_delta_cuda", _F32_F64)
 _register("energy_delta", "cpu", "pyslice._ops:energy_delta_cpu", _F32_F64)
-_register("energy_delta", "reference", "pyslice.energy.forcefield:energy_delta_reference", _F32_F64)
+_register("energy_delta", "reference", "pyslice.energy.reference:energy_delta_reference", _F32_F64)
 
 # Side-chain building (pyslice.geometry.SideChainBuilder.build):
 # (tables: geometry.BuildTables, chi (B, n_chi)) -> (B, N, 3) in chi's dtype.

@@ -31,9 +31,10 @@ one of the structures are left out and listed under ``unmatched``. Chi and RMSD 
 matched residues with chi definitions (the 18 types of :data:`pyslice.geometry.CHI_ATOMS`, PRO
 included); chi k of a residue counts only where its four atoms exist in both structures.
 
-Reading paths: OpenMM's ``PDBFile`` (``PDBxFile`` for ``.cif``/``.mmcif``/``.pdbx``), first model,
-first alternate location, *without* completion: missing atoms stay missing (they are left out,
-never rebuilt), hydrogens are ignored. Protein objects are used as they are.
+Reading paths: :func:`pyslice.structure.reading.parse_structure` (PDBx for ``.cif``, ``.mmcif`` and
+``.pdbx``, the rule of every pyslice reader; PDB otherwise), first model, first alternate location,
+*without* completion: missing atoms stay missing (they are left out, never rebuilt), hydrogens are
+ignored. Protein objects are used as they are.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ import os
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
-from pyslice.structure.protein import AMINO_ACIDS
+from pyslice import _checks
+from pyslice.geometry.angles import dihedral_numpy
+from pyslice.geometry.chis import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.structure.reading import parse_structure
+from pyslice.structure.residues import AMINO_ACIDS
 
 __all__ = [
     "BONDI_RADII_NM",
@@ -82,7 +85,6 @@ _BACKBONE_RMSD_ATOMS = ("N", "CA", "C", "O")
 _MODIFIED = {"MSE": ("MET", {"SE": "SD"})}
 DEFAULT_THRESHOLD = 20.0
 _ORDER_KEYS = ("chi1", "chi1+2", "chi1+2+3", "chi1+2+3+4")
-_PDBX_SUFFIXES = (".cif", ".mmcif", ".pdbx")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +99,7 @@ class _Residue:
     atoms: dict[str, int]  # heavy-atom name -> row in _Structure.xyz
 
     def label(self) -> str:
-        chain, number, icode = self.key
-        return f"chain {chain or '?'} residue {number}{icode} {self.name}"
+        return _checks.residue_label(*self.key, self.name)
 
 
 @dataclass
@@ -108,33 +109,6 @@ class _Structure:
     element: list[str]
     residues: list[_Residue] = field(default_factory=list)
     bonds: list[tuple[int, int]] = field(default_factory=list)  # heavy-atom rows
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def _read_path(path: Path, label: str) -> tuple[Any, np.ndarray]:
-    from openmm import unit
-    from openmm.app import PDBFile, PDBxFile
-
-    if not path.exists():
-        raise FileNotFoundError(f"{label}: no such file: {path}")
-    if not path.is_file():
-        raise ValueError(f"{label}: {path} is not a file")
-    reader = PDBxFile if path.suffix.lower() in _PDBX_SUFFIXES else PDBFile
-    kind = "PDBx/mmCIF" if reader is PDBxFile else "PDB"
-    try:
-        parsed = reader(str(path))
-        positions = parsed.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    except UnicodeDecodeError:
-        raise ValueError(f"{label}: {path} is not a text file") from None
-    except Exception as exc:  # OpenMM raises ValueError, KeyError, IndexError... on bad files
-        raise ValueError(
-            f"{label}: {path} could not be read as {kind}: {_first_line(exc)}"
-        ) from None
-    return parsed.topology, np.asarray(positions, dtype=np.float64)
 
 
 def _is_hydrogen(atom: Any) -> bool:
@@ -154,32 +128,19 @@ def _load(source: object, label: str) -> _Structure:
     """The amino-acid heavy atoms of a Protein-like object (``.topology``/``.positions``) or a
     PDB/PDBx path."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        topology, xyz = _read_path(path, label)
-        name = f"{label} ({path})"
+        topology, positions = parse_structure(source, label)
+        name = f"{label} ({os.fspath(source)})"
     elif hasattr(source, "topology") and hasattr(source, "positions"):
         topology = source.topology  # type: ignore[attr-defined]
         positions = source.positions  # type: ignore[attr-defined]
-        if hasattr(positions, "detach"):
-            positions = positions.detach().cpu().numpy()
-        else:
-            from openmm import unit
-
-            if unit.is_quantity(positions):
-                positions = positions.value_in_unit(unit.nanometer)
-        xyz = np.asarray(positions, dtype=np.float64)
         name = label
-        if xyz.shape != (topology.getNumAtoms(), 3):
-            raise ValueError(
-                f"{label}: positions must have shape ({topology.getNumAtoms()}, 3), got {xyz.shape}"
-            )
     else:
         raise TypeError(
             f"{label} must be a pyslice.Protein or a path to a PDB/PDBx file, "
             f"got {type(source).__name__}"
         )
-    if not np.isfinite(xyz).all():
-        raise ValueError(f"{label}: positions must be finite; they contain NaN or infinity")
+    n_atoms = topology.getNumAtoms()
+    xyz = _checks.positions_tensor(f"{label} positions", positions, n_atoms).numpy()
 
     rows: list[int] = []
     row_of: dict[int, int] = {}
@@ -254,23 +215,13 @@ def _match(
 # --------------------------------------------------------------------------------------------
 
 
-def _dihedral(p: np.ndarray) -> float:
-    """Dihedral angle (radians) of four points ``p (4, 3)``."""
-    b1, b2, b3 = p[1] - p[0], p[2] - p[1], p[3] - p[2]
-    n2 = np.cross(b2, b3)
-    y = np.linalg.norm(b2) * np.dot(b1, n2)
-    x = np.dot(np.cross(b1, b2), n2)
-    return math.atan2(y, x)
-
-
 def _chis(structure: _Structure, residue: _Residue) -> list[float | None]:
-    out: list[float | None] = []
-    for quad in CHI_ATOMS[residue.name]:
-        if all(name in residue.atoms for name in quad):
-            out.append(_dihedral(structure.xyz[[residue.atoms[name] for name in quad]]))
-        else:
-            out.append(None)
-    return out
+    """The residue's chi angles (radians); None where one of the four atoms is missing."""
+    quads = CHI_ATOMS[residue.name]
+    present = [all(name in residue.atoms for name in quad) for quad in quads]
+    rows = [[residue.atoms[name] for name in quad] for quad, ok in zip(quads, present) if ok]
+    angles = iter(dihedral_numpy(structure.xyz[np.array(rows, dtype=np.int64).reshape(-1, 4)]))
+    return [float(next(angles)) if ok else None for ok in present]
 
 
 def _chi_error(predicted: float, native: float, pi_periodic: bool) -> float:
@@ -419,9 +370,7 @@ def evaluate(
             residue in common, non-finite positions, a bad threshold.
         TypeError: an input that is neither a structure nor a path.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number of degrees, got {type(threshold).__name__}")
-    threshold = float(threshold)
+    threshold = _checks.check_float("threshold", threshold)
     if not 0.0 < threshold <= 180.0:
         raise ValueError(f"threshold must be in (0, 180] degrees, got {threshold}")
     tol = math.radians(threshold)

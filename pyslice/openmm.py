@@ -74,20 +74,6 @@ def context_temperature(context: openmm.Context) -> float | None:
     return None
 
 
-def _as_positions(name: str, value: object, n_atoms: int) -> np.ndarray:
-    """``(n_atoms, 3) float64`` numpy positions (nm) from numpy, torch, a list or a Quantity."""
-    if unit.is_quantity(value):
-        value = np.asarray(value.value_in_unit(unit.nanometer), dtype=np.float64)
-    tensor = _checks.as_float_tensor(name, value)
-    if tuple(tensor.shape) != (n_atoms, 3):
-        raise ValueError(
-            f"{name} must have shape ({n_atoms}, 3) (one row per particle, nm), "
-            f"got {tuple(tensor.shape)}"
-        )
-    _checks.require_finite(name, tensor)
-    return tensor.detach().to("cpu", torch.float64).numpy().copy()
-
-
 class SideChainMove:
     """Side-chain MCMC on an OpenMM context's current state, written back into the context.
 
@@ -240,7 +226,7 @@ class SideChainMove:
         """
         n = self.topology.getNumAtoms()
         if positions is not None:
-            start = _as_positions("positions", positions, n)
+            start = _checks.positions_tensor("positions", positions, n).numpy()
             self.context.setPositions(unit.Quantity(start, unit.nanometer))
         start = context_positions(self.context)  # as the platform stores them
         protein = self._protein(start)
@@ -314,9 +300,8 @@ def _check_constraints(system: openmm.System, protein: Protein) -> None:
         for column in moved_by.get(i, set()) ^ moved_by.get(j, set()):
             still = j if column in moved_by.get(i, set()) else i
             if still not in builder.chi_atoms[column, 1:3].tolist():
-                a, b = atoms[i], atoms[j]
                 raise ValueError(
-                    f"constraint {c} between {a.residue.name}{a.residue.id}:{a.name} and "
-                    f"{b.residue.name}{b.residue.id}:{b.name} would be broken by a side-chain "
+                    f"constraint {c} between {_checks.describe_atom(atoms[i])} and "
+                    f"{_checks.describe_atom(atoms[j])} would be broken by a side-chain "
                     "rotation; remove it (e.g. constraints=HBonds keeps only rigid ones)"
                 )

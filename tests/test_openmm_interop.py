@@ -212,5 +212,7 @@ def test_unsupported_systems_surface_the_reason(peptide):
     lys = list(peptide.topology.residues())[1]
     index = {atom.name: atom.index for atom in lys.atoms()}
     cons.addConstraint(index["CA"], index["CD"], 0.25)
-    with pytest.raises(ValueError, match="constraint .* LYS2:CA .* LYS2:CD"):
+    with pytest.raises(
+        ValueError, match="constraint .* CA of chain A residue 2 LYS .* CD of chain A residue 2 LYS"
+    ):
         SideChainMove(make_context(peptide, cons), peptide, temperature=300.0)

@@ -1,4 +1,4 @@
-"""Chi angle definitions and the batched side-chain builder.
+"""The batched side-chain builder (chi definitions: :mod:`pyslice.geometry.chis`).
 
 A side-chain conformation is its vector of chi angles. :class:`SideChainBuilder` turns a batch of
 chi vectors back into atom positions: side-chain atoms, hydrogens included, are placed by rotation
@@ -14,7 +14,8 @@ each delta is fixed once, and any real chi (``chi + 2 pi n``) builds the same st
 
 Which residues move:
 
-- the 18 rotameric types of :data:`CHI_ATOMS` (and their protonation variants, e.g. HID, CYX);
+- the 18 rotameric types of :data:`~pyslice.geometry.chis.CHI_ATOMS` (and their protonation
+  variants, e.g. HID, CYX);
 - not proline: its chi bonds close a ring through the backbone N, so rotating one would tear
   the ring. Proline is kept as it is in the structure (ring puckers are future work);
 - not a residue whose side chain is bonded to another residue (a disulfide-bonded cysteine, with
@@ -27,8 +28,7 @@ order, chi 1 first.
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,85 +36,15 @@ import torch
 
 from pyslice import _checks, backends
 from pyslice.geometry.angles import dihedral, wrap_angle
+from pyslice.geometry.chis import CHI_ATOMS, PI_PERIODIC, parent_residue_name
 
 if TYPE_CHECKING:
     from openmm import app
 
-__all__ = [
-    "CHI_ATOMS",
-    "BuildTables",
-    "PI_PERIODIC",
-    "RESIDUE_ALIASES",
-    "SideChainBuilder",
-    "build_reference",
-    "dihedral",
-    "parent_residue_name",
-]
-
-#: Standard chi definitions (IUPAC atom names, as in OpenMM's amber14 topology and the Dunbrack
-#: library) for the 18 rotameric residue types. PRO's chis are measured but never rotated.
-CHI_ATOMS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
-    "ARG": (
-        ("N", "CA", "CB", "CG"),
-        ("CA", "CB", "CG", "CD"),
-        ("CB", "CG", "CD", "NE"),
-        ("CG", "CD", "NE", "CZ"),
-    ),
-    "ASN": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "OD1")),
-    "ASP": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "OD1")),
-    "CYS": (("N", "CA", "CB", "SG"),),
-    "GLN": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD"), ("CB", "CG", "CD", "OE1")),
-    "GLU": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD"), ("CB", "CG", "CD", "OE1")),
-    "HIS": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "ND1")),
-    "ILE": (("N", "CA", "CB", "CG1"), ("CA", "CB", "CG1", "CD1")),
-    "LEU": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD1")),
-    "LYS": (
-        ("N", "CA", "CB", "CG"),
-        ("CA", "CB", "CG", "CD"),
-        ("CB", "CG", "CD", "CE"),
-        ("CG", "CD", "CE", "NZ"),
-    ),
-    "MET": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "SD"), ("CB", "CG", "SD", "CE")),
-    "PHE": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD1")),
-    "PRO": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD")),
-    "SER": (("N", "CA", "CB", "OG"),),
-    "THR": (("N", "CA", "CB", "OG1"),),
-    "TRP": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD1")),
-    "TYR": (("N", "CA", "CB", "CG"), ("CA", "CB", "CG", "CD1")),
-    "VAL": (("N", "CA", "CB", "CG1"),),
-}
-
-_PI_PERIODIC_CHI = {("ASP", 1), ("GLU", 2), ("PHE", 1), ("TYR", 1)}
-
-#: Per residue type and chi: True where the side chain is symmetric under a half turn of that chi
-#: (ASP chi2, GLU chi3, PHE chi2, TYR chi2), so the angle is pi-periodic.
-PI_PERIODIC: dict[str, tuple[bool, ...]] = {
-    name: tuple((name, k) in _PI_PERIODIC_CHI for k in range(len(chis)))
-    for name, chis in CHI_ATOMS.items()
-}
-
-#: Residue names OpenMM and Amber use for protonation and bonding variants, and their parent type.
-RESIDUE_ALIASES: dict[str, str] = {
-    "HID": "HIS",
-    "HIE": "HIS",
-    "HIP": "HIS",
-    "HSD": "HIS",
-    "HSE": "HIS",
-    "HSP": "HIS",
-    "CYX": "CYS",
-    "CYM": "CYS",
-    "ASH": "ASP",
-    "GLH": "GLU",
-    "LYN": "LYS",
-}
+__all__ = ["BuildTables", "SideChainBuilder", "build_reference"]
 
 OP = "sidechain_build"
 _LEVELS = 4  # chi1 .. chi4
-
-
-def parent_residue_name(name: str) -> str:
-    """The parent type of a residue name (``HIE`` -> ``HIS``); other names come back unchanged."""
-    return RESIDUE_ALIASES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -163,11 +93,6 @@ def build_reference(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
     return out.contiguous() if moved else out.clone()
 
 
-def _describe(residue) -> str:
-    chain = residue.chain.id if residue.chain is not None else "?"
-    return f"{residue.name} {residue.id} of chain {chain} (residue index {residue.index})"
-
-
 class _Fixed(Exception):
     """A residue with chi definitions that cannot move; ``data_error`` for missing atoms/bonds."""
 
@@ -182,7 +107,7 @@ class SideChainBuilder:
 
     Args:
         topology: the structure's ``openmm.app.Topology`` (with its bonds; hydrogens optional).
-        positions: (N, 3) reference positions in nm (float64 is kept; any float is converted).
+        positions: (N, 3) reference positions in nm (any float dtype; kept as float64).
         movable: residue indices (topology order) allowed to move; None means every residue that
             can (see the module docstring). Requested residues without chi angles (GLY, ALA,
             ligands) are ignored; a requested proline or side chain bonded to another residue is
@@ -208,25 +133,14 @@ class SideChainBuilder:
         positions: torch.Tensor,
         movable: Sequence[int] | None = None,
     ) -> None:
-        from openmm.app import Topology
-
-        if not isinstance(topology, Topology):
-            raise TypeError(
-                f"topology must be an openmm.app.Topology, got {type(topology).__name__}"
-            )
-        self.topology = topology
+        self.topology = _checks.check_topology("topology", topology)
         self.n_atoms = topology.getNumAtoms()
-        reference = _checks.as_float_tensor("positions", positions).detach()
-        if reference.shape != (self.n_atoms, 3):
-            raise ValueError(
-                f"positions must have shape (n_atoms, 3) = ({self.n_atoms}, 3) for this topology, "
-                f"got {tuple(reference.shape)}"
-            )
-        _checks.require_finite("positions", reference)
-        self.reference_positions = reference.to("cpu", torch.float64).contiguous()
+        self.reference_positions = _checks.positions_tensor("positions", positions, self.n_atoms)
 
         residues = list(topology.residues())
-        requested = _requested_residues(movable, len(residues))
+        requested = (
+            None if movable is None else set(_checks.index_set("movable", movable, len(residues)))
+        )
         atoms = list(topology.atoms())
         neighbours: list[list[int]] = [[] for _ in range(self.n_atoms)]
         for bond in topology.bonds():
@@ -247,8 +161,9 @@ class SideChainBuilder:
                 chis = _residue_chis(residue, parent, neighbours, atoms)
             except _Fixed as fixed:
                 if fixed.data_error and requested is not None:
+                    label = _checks.describe_residue(residue)
                     raise ValueError(
-                        f"movable: residue {_describe(residue)} cannot move: {fixed.reason}"
+                        f"movable: residue {residue.index} ({label}) cannot move: {fixed.reason}"
                     ) from None
                 self.fixed_residues[residue.index] = fixed.reason
                 continue
@@ -375,27 +290,6 @@ class SideChainBuilder:
         )
 
 
-def _requested_residues(movable: Iterable[int] | None, n_residues: int) -> set[int] | None:
-    if movable is None:
-        return None
-    if isinstance(movable, (str, bytes)) or not isinstance(movable, Iterable):
-        raise TypeError(
-            f"movable must be a sequence of residue indices or None, got {type(movable).__name__}"
-        )
-    if isinstance(movable, torch.Tensor):
-        movable = movable.tolist()
-    requested = set()
-    for value in movable:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"movable must hold int residue indices, got {value!r}")
-        if not 0 <= int(value) < n_residues:
-            raise ValueError(
-                f"movable must hold residue indices in [0, {n_residues}), got {int(value)}"
-            )
-        requested.add(int(value))
-    return requested
-
-
 def _residue_chis(
     residue, parent: str, neighbours: list[list[int]], atoms: list
 ) -> list[tuple[tuple[int, int, int, int], tuple[int, ...]]]:
@@ -431,14 +325,10 @@ def _residue_chis(
                 if other not in members:
                     raise _Fixed(
                         f"its side chain is bonded to another residue ({name_of[atom]}-"
-                        f"{_describe_atom(atoms[other])}), e.g. a disulfide: "
+                        f"{_checks.describe_atom(atoms[other])}), e.g. a disulfide: "
                         "rotating it would break that bond"
                     )
                 seen.add(other)
                 stack.append(other)
         chis.append(((a, b, c, d), tuple(sorted(seen - {c}))))
     return chis
-
-
-def _describe_atom(atom) -> str:
-    return f"{atom.name} of {_describe(atom.residue)}"

@@ -544,3 +544,20 @@ def test_unsupported_forces_are_refused() -> None:
     a = ForceFieldEnergy.from_system(structure, system, dtype=torch.float64, backend="reference")
     b = ForceFieldEnergy(structure, dtype=torch.float64, backend="reference")
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_forcefield_files_as_paths() -> None:
+    # The forcefield argument is checked as Protein checks it: a PathLike is accepted.
+    structure = dipeptide()
+    x = structure.positions[None]
+    expected = ForceFieldEnergy(structure, dtype=torch.float64, backend="reference")(x)
+    data = Path(app.__file__).parent / "data" / "amber14-all.xml"
+    for forcefield in (Path("amber14-all.xml"), data, [data]):
+        energy = ForceFieldEnergy(
+            structure, forcefield=forcefield, dtype=torch.float64, backend="reference"
+        )
+        torch.testing.assert_close(energy(x), expected, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="forcefield must be a non-empty sequence"):
+        ForceFieldEnergy(structure, forcefield=())
+    with pytest.raises(ValueError, match="could not be loaded"):
+        ForceFieldEnergy(structure, forcefield="no-such-forcefield.xml")

@@ -1,4 +1,4 @@
-"""Chi definitions and the batched side-chain builder (pyslice.geometry.builder).
+"""The batched side-chain builder (pyslice.geometry.builder); the dihedral it measures chis with.
 
 A small peptide embedded below (PRO-PRO-PRO and ARG-ARG-ARG with hydrogens, from all20aa.pdb)
 exercises everything without the shared data; the shared structures (skipped where absent) add
@@ -18,13 +18,9 @@ import torch
 from openmm import app
 
 from pyslice import _compiled, backends
-from pyslice.geometry.builder import (
-    CHI_ATOMS,
-    PI_PERIODIC,
-    SideChainBuilder,
-    dihedral,
-    parent_residue_name,
-)
+from pyslice.geometry.angles import dihedral
+from pyslice.geometry.builder import SideChainBuilder
+from pyslice.geometry.chis import CHI_ATOMS, PI_PERIODIC
 
 HAS_CUDA = torch.cuda.is_available()
 BOND_TOL = 1e-5  # nm
@@ -126,25 +122,7 @@ def _numpy_dihedral(p0, p1, p2, p3) -> np.ndarray:
     return np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
 
 
-# ---------------------------------------------------------------------------- definitions
-
-
-def test_chi_tables() -> None:
-    counts = {"ARG": 4, "ASN": 2, "ASP": 2, "CYS": 1, "GLN": 3, "GLU": 3, "HIS": 2, "ILE": 2}
-    counts |= {"LEU": 2, "LYS": 4, "MET": 3, "PHE": 2, "PRO": 2, "SER": 1, "THR": 1, "TRP": 2}
-    counts |= {"TYR": 2, "VAL": 1}
-    assert {name: len(chis) for name, chis in CHI_ATOMS.items()} == counts
-    for name, chis in CHI_ATOMS.items():
-        assert chis[0][:3] == ("N", "CA", "CB")
-        for first, second in zip(chis[:-1], chis[1:]):
-            assert first[1:] == second[:3], name  # consecutive chis share three atoms
-    periodic = {(n, k) for n, flags in PI_PERIODIC.items() for k, f in enumerate(flags) if f}
-    assert periodic == {("ASP", 1), ("GLU", 2), ("PHE", 1), ("TYR", 1)}
-    assert all(len(PI_PERIODIC[n]) == len(CHI_ATOMS[n]) for n in CHI_ATOMS)
-    for alias, parent in [("HID", "HIS"), ("HIE", "HIS"), ("HIP", "HIS"), ("CYX", "CYS")]:
-        assert parent_residue_name(alias) == parent
-    for alias, parent in [("ASH", "ASP"), ("GLH", "GLU"), ("LYN", "LYS"), ("ALA", "ALA")]:
-        assert parent_residue_name(alias) == parent
+# ------------------------------------------------------------------------------- dihedrals
 
 
 def test_dihedral_sign_range_and_gradient() -> None:
@@ -337,7 +315,9 @@ def test_missing_chi_atom() -> None:
     builder = SideChainBuilder(top, pos)
     assert builder.movable_residues == (3, 5)
     assert "CZ" in builder.fixed_residues[4]
-    with pytest.raises(ValueError, match=r"movable.*ARG 2 of chain O.*missing chi atom\(s\) CZ"):
+    with pytest.raises(
+        ValueError, match=r"movable: residue 4 \(chain O residue 2 ARG\).*missing chi atom\(s\) CZ"
+    ):
         SideChainBuilder(top, pos, movable=[3, 4])
 
 

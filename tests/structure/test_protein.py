@@ -22,7 +22,7 @@ import torch
 from openmm import app, unit
 
 from pyslice._data import data_dir as find_data
-from pyslice.structure.protein import AMINO_ACIDS, CAPS, Protein
+from pyslice.structure import AMINO_ACIDS, CAPS, Protein
 
 _DATA = find_data()
 ALL20 = "ACDEFGHIKLMNPQRSTVWY"
@@ -485,7 +485,7 @@ def test_multi_model_pdb_and_dcd(gvg, tmp_path) -> None:
 
 def test_writers_reject_bad_input(gvg, tmp_path) -> None:
     n = gvg.n_atoms
-    with pytest.raises(ValueError, match=rf"\(N, 3\) or \(B, N, 3\) with N = {n}"):
+    with pytest.raises(ValueError, match=rf"positions must have shape \(B, {n}, 3\) or \({n}, 3\)"):
         gvg.to_pdb(tmp_path / "x.pdb", torch.zeros(2, n + 1, 3))
     with pytest.raises(ValueError, match="at least one frame"):
         gvg.to_dcd(tmp_path / "x.dcd", torch.zeros(0, n, 3))
