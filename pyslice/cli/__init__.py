@@ -1,5 +1,5 @@
-"""The ``pyslice`` command, one module per subcommand: ``sample`` (the main job), ``evaluate``,
-``fit``, ``train ml`` / ``train era``, ``bench`` and ``info``.
+"""The ``pyslice`` command, one module per subcommand: ``sample`` (the main job), ``pack``,
+``evaluate``, ``fit``, ``train ml`` / ``train era``, ``bench`` and ``info``.
 
 Errors print one line on stderr and exit with status 2; ``--debug`` shows the traceback.
 """
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from pyslice import __version__
-from pyslice.cli import bench, evaluate, fit, info, sample, train
+from pyslice.cli import bench, evaluate, fit, info, pack, sample, train
 from pyslice.cli.common import DEFAULT_SEQUENCE, Parser
 
 __all__ = ["DEFAULT_SEQUENCE", "build_parser", "main"]
@@ -21,7 +21,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"pyslice {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (sample, evaluate, fit, train, bench, info):
+    for command in (sample, pack, evaluate, fit, train, bench, info):
         command.register(subparsers)
     return parser
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "prepend_lines", "remove_stale_temporaries"]
 
 
 def atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> None:
@@ -46,3 +46,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
             leftover.unlink()
             removed.append(leftover)
     return removed
+
+
+def prepend_lines(path: str | os.PathLike, lines: list[str]) -> None:
+    """Put ``lines`` (e.g. PDB REMARK records) at the top of the text file ``path``, atomically."""
+    body = "".join(f"{line}\n" for line in lines) + Path(path).read_text()
+    atomic_write(path, "w", lambda file: file.write(body))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyslice.io.files import atomic_write
+from pyslice.io.files import atomic_write, prepend_lines
 from pyslice.mcmc.ensemble import Ensemble
 
 __all__ = [
@@ -145,7 +145,7 @@ def write_outputs(
     if picked:
         chi = torch.stack([ensemble.chi[c.draw, c.chain] for c in picked])
         protein.to_pdb(paths["structures.pdb"], protein.build(chi.to(torch.float64)))
-        _add_model_remarks(paths["structures.pdb"], picked)
+        prepend_lines(paths["structures.pdb"], model_remarks(picked))
         say(f"{paths['structures.pdb']}: {len(picked)} models")
         stride = max(1, math.ceil(ensemble.n_draws / max_frames))
         frames = ensemble.chi[::stride, 0].to(torch.float64)
@@ -187,12 +187,6 @@ def model_remarks(picked: list[Conformation]) -> list[str]:
         lines.append(f"REMARK 999 MODEL {m}: {what}")
         lines.append(f"REMARK 999   draw {c.draw}, chain {c.chain}, U = {c.energy:.2f} kJ/mol")
     return lines
-
-
-def _add_model_remarks(path: Path, picked: list[Conformation]) -> None:
-    text = path.read_text()
-    body = "\n".join(model_remarks(picked)) + "\n" + text
-    atomic_write(path, "w", lambda file: file.write(body))
 
 
 def _json_default(value: object) -> object:

@@ -67,6 +67,13 @@ class MoveContext:
             slot[g] += 1
         self.group_columns = table.to(self.device)
 
+    def chains_of(self, n: int) -> torch.Tensor:
+        """(n,) global chain indices of a batch of ``n`` rows: this process's chains, or for
+        another batch size the first ``n`` from ``chain_offset`` (tests and benchmarks)."""
+        if n == self.chains.shape[0]:
+            return self.chains
+        return torch.arange(self.chain_offset, self.chain_offset + n, device=self.device)
+
     def columns_of(self, groups: torch.Tensor) -> torch.Tensor:
         """(B, n_chi) bool: the columns of ``groups: (B, S)`` (-1 = none)."""
         return (groups.unsqueeze(-1) == self.group.view(1, 1, -1)).any(1)
@@ -122,10 +129,10 @@ class Move(ABC):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         return None
 
-    def pick_groups(self, size: int, key: int) -> torch.Tensor:
-        """(n_chains, size) distinct random groups per chain (stream ``key``)."""
+    def pick_groups(self, n: int, size: int, key: int) -> torch.Tensor:
+        """(n, size) distinct random groups per chain (stream ``key``)."""
         size = min(size, self.ctx.n_groups)
-        keys = _random.uniform(key, self.ctx.chains, self.ctx.n_groups)
+        keys = _random.uniform(key, self.ctx.chains_of(n), self.ctx.n_groups)
         return keys.topk(size, dim=1).indices
 
 
@@ -180,15 +187,15 @@ class RandomWalk(Move):
         n = chi.shape[0]
         rows = torch.arange(n, device=ctx.device)
         if self.scope == "chi":
-            u = _random.uniform(derive_seed(key, _TAG_COLUMN), ctx.chains, 1)[:, 0]
+            u = _random.uniform(derive_seed(key, _TAG_COLUMN), ctx.chains_of(n), 1)[:, 0]
             column = (u * ctx.n_chi).to(torch.int64).clamp_max(ctx.n_chi - 1)
             columns = column.unsqueeze(1)  # (n, 1)
             groups = ctx.group[column].unsqueeze(1)
         else:
-            groups = self.pick_groups(1, derive_seed(key, _TAG_GROUP))
+            groups = self.pick_groups(n, 1, derive_seed(key, _TAG_GROUP))
             columns = ctx.group_columns[groups[:, 0]]  # (n, C), -1 padded
         # Normals only for the moved columns (a residue's at most), scattered into place.
-        noise = _random.normal(derive_seed(key, _TAG_STEP), ctx.chains, columns.shape[1])
+        noise = _random.normal(derive_seed(key, _TAG_STEP), ctx.chains_of(n), columns.shape[1])
         valid = columns >= 0
         safe = columns.clamp_min(0)
         moved = torch.zeros(n, ctx.n_chi, dtype=torch.bool, device=ctx.device)
@@ -268,7 +275,7 @@ class _ProposalMove(Move):
         """(groups (n, S), columns (n, n_chi)) of this step's blocks, or (None, None) for all."""
         if self.block is None or self.block >= self.ctx.n_groups:
             return None, None
-        groups = self.pick_groups(self.block, derive_seed(key, _TAG_BLOCK))
+        groups = self.pick_groups(n, self.block, derive_seed(key, _TAG_BLOCK))
         return groups, self.ctx.columns_of(groups)
 
     def _new_angles(

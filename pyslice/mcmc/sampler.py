@@ -16,7 +16,6 @@ seed, and a run resumed from a checkpoint continues bit for bit as if never inte
 from __future__ import annotations
 
 import io
-import math
 import os
 import signal
 import tempfile
@@ -87,10 +86,7 @@ class Sampler:
         init: str | torch.Tensor = "reference",
         refresh_every: int | None = 1000,
     ) -> None:
-        self.temperature = _checks.check_float("temperature", temperature, positive=True)
-        if not math.isfinite(self.temperature):
-            raise ValueError(f"temperature must be finite, got {temperature}")
-        self.beta = 1.0 / (BOLTZMANN_KJ_PER_MOL_K * self.temperature)
+        self.temperature = temperature
         total = _checks.check_int("n_chains", n_chains, low=1)
         self.seed = _checks.check_int("seed", seed, low=0, high=_checks.MAX_SEED)
         self.refresh_every = (
@@ -178,6 +174,18 @@ class Sampler:
             f"Sampler(n_chi={self.target.n_chi}, chains={self.n_chains}, "
             f"T={self.temperature} K, device={self.device}, moves: {moves})"
         )
+
+    @property
+    def temperature(self) -> float:
+        """Kelvin. Settable between runs (an annealing schedule); every run samples exp(-U/kT) at
+        the temperature it was started with."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        value = _checks.check_float("temperature", value, positive=True)
+        self._temperature = value
+        self.beta = 1.0 / (BOLTZMANN_KJ_PER_MOL_K * value)
 
     @property
     def chi(self) -> torch.Tensor:
