@@ -1,9 +1,18 @@
-"""Validation at the API boundary: each message names the argument, what was expected, what came."""
+"""Validation at the API boundary: each message names the argument, what was expected, what came.
+
+Checks of values (finiteness) read the data and so make the host wait for a GPU. Inside
+:func:`internal_arrays` — pyslice's own hot paths, e.g. a sampler step, whose arrays pyslice made
+itself — they are skipped; what could go wrong there is flagged on the device and raised at the
+sampler's synchronisation points instead. Checks of shapes, dtypes and devices always run (they
+read only metadata).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,8 +49,27 @@ def as_float_tensor(
     return tensor
 
 
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def internal_arrays() -> Iterator[None]:
+    """Within: value checks (:func:`require_finite`, :func:`values_checked`) are skipped."""
+    previous = getattr(_state, "internal", False)
+    _state.internal = True
+    try:
+        yield
+    finally:
+        _state.internal = previous
+
+
+def values_checked() -> bool:
+    """False inside :func:`internal_arrays`: callers skip checks that read tensor values."""
+    return not getattr(_state, "internal", False)
+
+
 def require_finite(name: str, tensor: torch.Tensor) -> None:
-    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+    if values_checked() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
 
 

@@ -19,6 +19,7 @@ draw does not depend on how many rows are drawn with it or on which process draw
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ __all__ = ["MixtureProposal", "Proposal", "ProposalDraw", "UniformProposal", "de
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-_TAG_UNIFORM = 0x756E69
+# Purposes of the proposals' random streams.
+_TAG_UNIFORM, _TAG_COMPONENT, _TAG_LATENT, _TAG_ANGLE = 0x756E69, 0x636F, 0x726B, 0x616E67
 
 
 def _chains(offset: int, n: int, device: torch.device) -> torch.Tensor:
@@ -73,8 +75,9 @@ class Proposal(ABC):
     group: torch.Tensor
     n_latent: int = 0
 
-    @property
+    @functools.cached_property
     def n_groups(self) -> int:
+        """Number of groups (computed once: ``group`` never changes after construction)."""
         return int(self.group.max()) + 1 if self.group.numel() else 0
 
     @property
@@ -119,6 +122,42 @@ class Proposal(ABC):
     def sample_latent(self, chi: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
         """``(n, n_latent)`` labels drawn from r(. | chi) (the Gibbs refresh of a lifted chain)."""
         raise NotImplementedError(f"{type(self).__name__} has no latent labels")
+
+    # ------------------------------------------------------------------ blocks by group
+
+    # A block given as ``groups: (n, S)`` int64 group indices, -1 padded (distinct in a row):
+    # what a sampler's block moves hold. Proposals whose cost can be O(block) (MixtureProposal)
+    # override these; the defaults go through the column masks of the methods above.
+
+    def columns_of_groups(self, groups: torch.Tensor) -> torch.Tensor:
+        """(n, n_chi) bool: the columns of ``groups: (n, S)`` (-1 = none)."""
+        return (groups.unsqueeze(-1) == self.group.view(1, 1, -1)).any(1)
+
+    def sample_groups(
+        self, chi: torch.Tensor, groups: torch.Tensor, *, seed: int, offset: int = 0
+    ) -> ProposalDraw:
+        """:meth:`sample_block` for the block of ``groups: (n, S)``."""
+        return self.sample_block(chi, self.columns_of_groups(groups), seed=seed, offset=offset)
+
+    def groups_log_prob(
+        self, chi: torch.Tensor, groups: torch.Tensor, latent: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`block_log_prob` for the block of ``groups: (n, S)``."""
+        return self.block_log_prob(chi, self.columns_of_groups(groups), latent)
+
+    def groups_latent_log_prob(
+        self, chi: torch.Tensor, latent: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`latent_log_prob` over the groups ``groups: (n, S)``."""
+        return self.latent_log_prob(chi, latent, self.columns_of_groups(groups))
+
+    def sample_latent_groups(
+        self, chi: torch.Tensor, groups: torch.Tensor, *, seed: int, offset: int = 0
+    ) -> torch.Tensor:
+        """(n, n_latent) labels from r(. | chi) for the groups ``groups: (n, S)``, -1 elsewhere."""
+        labels = self.sample_latent(chi, seed=seed, offset=offset)
+        inside = self.group_mask(self.columns_of_groups(groups))
+        return torch.where(inside, labels, -1)
 
     # ------------------------------------------------------------------ shared helpers
 
@@ -280,6 +319,25 @@ class MixtureProposal(Proposal):
         self.conditional = conditional
         self.dtype = dtype
         self.n_latent = n_groups
+        self._group_tables()
+
+    def _group_tables(self) -> None:
+        """Per-group copies of the parameters, so a block of S groups costs O(S), not O(n_chi):
+        ``group_columns (G, C)`` the columns of each group (-1 padded, C the widest group),
+        ``group_loc``/``group_kappa (G, C, K)`` and ``group_periodic (G, C)``."""
+        n_groups, device = self.n_latent, self.device
+        width = int(torch.bincount(self.group).max()) if self.n_chi else 1
+        columns = torch.full((n_groups, width), -1, dtype=torch.int64)
+        slot = [0] * n_groups
+        for column, g in enumerate(self.group.tolist()):
+            columns[g, slot[g]] = column
+            slot[g] += 1
+        self.group_columns = columns.to(device)
+        safe = self.group_columns.clamp_min(0)
+        valid = (self.group_columns >= 0).unsqueeze(-1)
+        self.group_loc = torch.where(valid, self.loc[safe], 0.0)
+        self.group_kappa = torch.where(valid, self.concentration[safe], 0.0)
+        self.group_periodic = self.pi_periodic[safe] & valid.squeeze(-1)
 
     @property
     def n_components(self) -> int:
@@ -357,6 +415,113 @@ class MixtureProposal(Proposal):
             per_group = torch.where(self.group_mask(block), per_group, 0.0)
         return per_group.sum(1)
 
+    # ------------------------------------------------------------------ blocks by group
+
+    def _block_joint(
+        self, chi: torch.Tensor, groups: torch.Tensor, source: MixtureProposal | None = None
+    ) -> torch.Tensor:
+        """(n, S, K) float64: log alpha_gk + sum_{c in g} log vM(x_c) for the block's groups
+        (of ``source``'s parameters, default this proposal's); O(S C K) per row."""
+        source = self if source is None else source
+        g = groups.clamp_min(0)
+        columns = self.group_columns[g]  # (n, S, C)
+        x = chi.gather(1, columns.clamp_min(0).flatten(1)).view(columns.shape).to(torch.float64)
+        x = torch.where(self.group_periodic[g], 2.0 * x, x)
+        density = von_mises_log_density(
+            x.unsqueeze(-1), source.group_loc[g], source.group_kappa[g]
+        )  # (n, S, C, K)
+        density = torch.where((columns >= 0).unsqueeze(-1), density, 0.0)
+        return source.logits[g] + density.sum(2)
+
+    @staticmethod
+    def _labels_at(latent: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """(n, S) labels of the block's groups from full (n, G) labels."""
+        return latent.gather(1, groups.clamp_min(0)).clamp_min(0)
+
+    def groups_log_prob(
+        self, chi: torch.Tensor, groups: torch.Tensor, latent: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        joint = self._block_joint(chi, groups)
+        if latent is None:
+            per_group = torch.logsumexp(joint, dim=2)
+        else:
+            labels = self._labels_at(latent, groups)
+            per_group = joint.gather(2, labels.unsqueeze(-1)).squeeze(-1)
+        return torch.where(groups >= 0, per_group, 0.0).sum(1)
+
+    def groups_latent_log_prob(
+        self, chi: torch.Tensor, latent: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
+        joint = self._block_joint(chi, groups, self.conditional)
+        posterior = joint - torch.logsumexp(joint, dim=2, keepdim=True)
+        labels = self._labels_at(latent, groups)
+        per_group = posterior.gather(2, labels.unsqueeze(-1)).squeeze(-1)
+        return torch.where(groups >= 0, per_group, 0.0).sum(1)
+
+    def _scatter_labels(self, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """(n, G) labels: ``labels (n, S)`` at the block's groups, -1 elsewhere."""
+        n = groups.shape[0]
+        out = torch.full((n, self.n_latent + 1), -1, dtype=torch.int64, device=self.device)
+        slot = torch.where(groups >= 0, groups, self.n_latent)  # padding -> a scratch column
+        return out.scatter_(1, slot, labels)[:, : self.n_latent]
+
+    def sample_latent_groups(
+        self, chi: torch.Tensor, groups: torch.Tensor, *, seed: int, offset: int = 0
+    ) -> torch.Tensor:
+        source = self.conditional if self.conditional is not None else self
+        joint = self._block_joint(chi, groups, source)
+        labels = self._categorical(joint, seed, offset, _TAG_LATENT)
+        return self._scatter_labels(torch.where(groups >= 0, labels, -1), groups)
+
+    def sample_groups(
+        self, chi: torch.Tensor, groups: torch.Tensor, *, seed: int, offset: int = 0
+    ) -> ProposalDraw:
+        g = groups.clamp_min(0)
+        labels = self._categorical(self.logits[g], seed, offset, _TAG_COMPONENT)  # (n, S)
+        columns = self.group_columns[g]  # (n, S, C)
+        take = labels.unsqueeze(-1).unsqueeze(-1).expand(*columns.shape, 1)
+        loc = self.group_loc[g].gather(3, take).squeeze(-1)
+        kappa = self.group_kappa[g].gather(3, take).squeeze(-1)
+        fresh = self._draw_angles(loc, kappa, self.group_periodic[g], seed, offset)
+        # Scatter the block's angles; padding slots write into a scratch column (n_chi).
+        valid = (columns >= 0) & (groups >= 0).unsqueeze(-1)
+        target = torch.where(valid, columns, self.n_chi).flatten(1)
+        out = torch.cat([chi, chi[:, :1]], dim=1)
+        out = out.scatter(1, target, fresh.flatten(1).to(chi.dtype))[:, : self.n_chi]
+        latent = self._scatter_labels(torch.where(groups >= 0, labels, -1), groups)
+        log_q = self.groups_log_prob(out, groups, latent)
+        return ProposalDraw(out, log_q, latent)
+
+    def _draw_angles(
+        self,
+        loc: torch.Tensor,
+        kappa: torch.Tensor,
+        periodic: torch.Tensor,
+        seed: int,
+        offset: int,
+    ) -> torch.Tensor:
+        """Angles from the single von Mises components ``loc, kappa`` (any shape, dense), the
+        pi-periodic ones (``periodic``) as doubled angles: one fused-kernel call for each kind.
+        Draws are keyed by their position in this dense layout."""
+        shape = loc.shape
+        flat_loc = loc.reshape(-1, 1).to(torch.float32)
+        flat_kappa = kappa.reshape(-1, 1).to(torch.float32)
+        zero = torch.zeros(flat_loc.shape[0], 1, dtype=torch.float32, device=self.device)
+        draws = [
+            draw_mixture(
+                zero,
+                flat_loc,
+                flat_kappa,
+                (),
+                derive_seed(seed, offset, _TAG_ANGLE, int(kind)),
+                0,
+                None,
+                pi_periodic=kind,
+            ).reshape(shape)
+            for kind in (False, True)
+        ]
+        return torch.where(periodic, draws[1], draws[0])
+
     # ------------------------------------------------------------------ sampling
 
     def _categorical(
@@ -370,42 +535,20 @@ class MixtureProposal(Proposal):
     def sample_latent(self, chi: torch.Tensor, *, seed: int, offset: int = 0) -> torch.Tensor:
         source = self.conditional if self.conditional is not None else self
         joint = source.group_component_log_prob(self.check_chi("chi", chi))
-        return self._categorical(joint, seed, offset, 0x726B)
+        return self._categorical(joint, seed, offset, _TAG_LATENT)
 
-    def _angles(
-        self, labels: torch.Tensor, seed: int, offset: int, where: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(n, n_chi) angles drawn from the components ``labels: (n, G)``, only where ``where:
-        (n, n_chi) bool`` is True (elsewhere 0); one fused-kernel call per periodicity."""
-        n = labels.shape[0]
-        out = torch.zeros(n, self.n_chi, dtype=torch.float32, device=self.device)
-        if where is None:
-            where = torch.ones(n, self.n_chi, dtype=torch.bool, device=self.device)
-        zero = torch.zeros(1, 1, dtype=torch.float32, device=self.device)
-        for periodic in (False, True):
-            rows, cols = torch.nonzero(where & (self.pi_periodic == periodic), as_tuple=True)
-            if rows.numel() == 0:
-                continue
-            component = labels[rows, self.group[cols]]
-            loc = self.loc[cols, component].to(torch.float32)
-            kappa = self.concentration[cols, component].to(torch.float32)
-            key = derive_seed(seed, offset, 0x616E67, int(periodic))
-            draws = draw_mixture(
-                zero.expand(rows.numel(), 1),
-                loc[:, None],
-                kappa[:, None],
-                (),
-                key,
-                0,
-                None,
-                pi_periodic=periodic,
-            )
-            out[rows, cols] = draws
+    def _angles(self, labels: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
+        """(n, n_chi) angles drawn from the components ``labels: (n, G)``."""
+        component = labels[:, self.group].unsqueeze(-1)  # (n, n_chi, 1)
+        loc = self.loc.expand(labels.shape[0], -1, -1).gather(2, component).squeeze(-1)
+        kappa = self.concentration.expand(labels.shape[0], -1, -1).gather(2, component)
+        periodic = self.pi_periodic.expand(labels.shape[0], -1)
+        out = self._draw_angles(loc, kappa.squeeze(-1), periodic, seed, offset)
         return out.to(self.dtype)
 
     def sample(self, n: int, *, seed: int, offset: int = 0) -> ProposalDraw:
         n = _checks.check_int("n", n, low=0)
-        labels = self._categorical(self.logits.expand(n, -1, -1), seed, offset, 0x636F)
+        labels = self._categorical(self.logits.expand(n, -1, -1), seed, offset, _TAG_COMPONENT)
         chi = self._angles(labels, seed, offset)
         return ProposalDraw(chi, self.log_prob(chi, labels), labels)
 
@@ -416,9 +559,9 @@ class MixtureProposal(Proposal):
         n = chi.shape[0]
         block = self.check_block(block, n)
         groups = self.group_mask(block)
-        labels = self._categorical(self.logits.expand(n, -1, -1), seed, offset, 0x636F)
+        labels = self._categorical(self.logits.expand(n, -1, -1), seed, offset, _TAG_COMPONENT)
         columns = groups[:, self.group]
-        fresh = self._angles(labels, seed, offset, columns).to(chi.dtype)
+        fresh = self._angles(labels, seed, offset).to(chi.dtype)
         out = torch.where(columns, fresh, chi)
         labels = torch.where(groups, labels, -1)
         log_q = torch.where(groups, self._group_log_prob(out, labels), 0.0).sum(1)

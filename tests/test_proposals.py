@@ -496,3 +496,41 @@ def test_counter_based_draws_depend_on_the_global_chain_index_only() -> None:
     assert not torch.equal(u, uniform(8, chains, 5))
     z = normal(7, chains, 4)
     assert z.shape == (10, 4) and bool(torch.isfinite(z).all())
+
+
+def test_block_by_groups_equals_block_by_columns() -> None:
+    """MixtureProposal's O(block) group path gives the densities of the column-mask path, and
+    its draws follow the block density (same columns changed, others bit for bit kept)."""
+    proposal = MixtureProposal(
+        torch.tensor([0, 0, 1, 2, 2, 2]),
+        torch.tensor([[0.0, 0.5, -1.0], [0.3, 0.0, -math.inf], [0.1, 0.2, 0.3]], dtype=F64),
+        torch.rand(6, 3, generator=torch.Generator().manual_seed(1), dtype=F64) * 6 - 3,
+        torch.rand(6, 3, generator=torch.Generator().manual_seed(2), dtype=F64) * 5,
+        torch.tensor([False, True, False, False, False, True]),
+        conditional=None,
+    )
+    n = 9
+    chi = (torch.rand(n, 6, generator=torch.Generator().manual_seed(3)) * 2 - 1) * math.pi
+    groups = torch.tensor([[0, 2], [1, -1], [2, 0], [-1, 1], [0, 1], [2, -1], [1, 2], [0, -1],
+                           [1, 0]])  # fmt: skip
+    mask = proposal.columns_of_groups(groups)
+    torch.testing.assert_close(
+        proposal.groups_log_prob(chi, groups), proposal.block_log_prob(chi, mask)
+    )
+    latent = proposal.sample_latent(chi, seed=5)
+    inside = proposal.group_mask(mask)
+    block_latent = torch.where(inside, latent, -1)
+    torch.testing.assert_close(
+        proposal.groups_log_prob(chi, groups, block_latent),
+        proposal.block_log_prob(chi, mask, block_latent),
+    )
+    torch.testing.assert_close(
+        proposal.groups_latent_log_prob(chi, block_latent, groups),
+        proposal.latent_log_prob(chi, block_latent, mask),
+    )
+    draw = proposal.sample_groups(chi, groups, seed=11, offset=4)
+    assert torch.equal(draw.chi[~mask], chi[~mask]) and bool((draw.chi[mask] != chi[mask]).all())
+    assert torch.equal(draw.latent >= 0, inside)
+    torch.testing.assert_close(draw.log_q, proposal.block_log_prob(draw.chi, mask, draw.latent))
+    labels = proposal.sample_latent_groups(chi, groups, seed=5)
+    assert torch.equal(labels >= 0, inside)

@@ -176,7 +176,7 @@ class ForceFieldEnergy:
     @staticmethod
     def _reject_non_finite(out: torch.Tensor, **inputs: torch.Tensor) -> None:
         """NaN or infinite positions give a non-finite result: name the input that caused it."""
-        if bool(torch.isfinite(out).all()):
+        if not _checks.values_checked() or bool(torch.isfinite(out).all()):
             return
         for name, tensor in inputs.items():
             _checks.require_finite(name, tensor)
@@ -281,6 +281,18 @@ class ForceFieldEnergy:
         energies.
         """
         return self.per_term_delta(positions, new_positions, moved).sum(-1)
+
+    def trusted_delta(
+        self, positions: torch.Tensor, new_positions: torch.Tensor, moved: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`delta` without argument checks, for pyslice's own samplers: nothing here waits
+        for the device (no host synchronisation), so a sampler step can run ahead of it.
+
+        The caller guarantees what :meth:`delta` checks: ``positions`` and ``new_positions``
+        (B, N, 3) contiguous in this energy's dtype and on its device, ``moved`` (B, M) int64
+        valid atom indices or -1, none twice in a row. Non-finite results are not diagnosed.
+        """
+        return self._select("energy_delta")(self.tables, positions, new_positions, moved).sum(-1)
 
     def delta_terms(
         self, positions: object, new_positions: object, moved: object

@@ -107,6 +107,23 @@ class Move(ABC):
     def bind(self, context: MoveContext) -> None:
         """Called once by the sampler with the target's sizes (validates the move against them)."""
         self.context = context
+        # Problems found in proposals (e.g. NaN from a proposal) are flagged on the device and
+        # raised by check() at the sampler's synchronisation points, so a step never waits.
+        self._problems: dict[str, torch.Tensor] = {}
+
+    def flag(self, message: str, bad: torch.Tensor) -> None:
+        """Remember (on the device, without waiting for it) that ``bad`` (a bool tensor) has a
+        True entry; :meth:`check` raises ``ValueError(message)`` then."""
+        found = bad.any()
+        previous = self._problems.get(message)
+        self._problems[message] = found if previous is None else previous | found
+
+    def check(self) -> None:
+        """Raise the first flagged problem (a host synchronisation: called between steps at the
+        sampler's intervals, never inside one)."""
+        for message, found in self._problems.items():
+            if bool(found):
+                raise ValueError(message)
 
     @property
     def ctx(self) -> MoveContext:
@@ -185,7 +202,6 @@ class RandomWalk(Move):
     def propose(self, chi: torch.Tensor, key: int) -> Candidate:
         ctx = self.ctx
         n = chi.shape[0]
-        rows = torch.arange(n, device=ctx.device)
         if self.scope == "chi":
             u = _random.uniform(derive_seed(key, _TAG_COLUMN), ctx.chains_of(n), 1)[:, 0]
             column = (u * ctx.n_chi).to(torch.int64).clamp_max(ctx.n_chi - 1)
@@ -196,14 +212,14 @@ class RandomWalk(Move):
             columns = ctx.group_columns[groups[:, 0]]  # (n, C), -1 padded
         # Normals only for the moved columns (a residue's at most), scattered into place.
         noise = _random.normal(derive_seed(key, _TAG_STEP), ctx.chains_of(n), columns.shape[1])
-        valid = columns >= 0
+        # scatter_add with zeros for the padding (no boolean indexing: it would wait for the
+        # device to learn how many entries are True).
+        valid = (columns >= 0).to(torch.float64)
         safe = columns.clamp_min(0)
-        moved = torch.zeros(n, ctx.n_chi, dtype=torch.bool, device=ctx.device)
-        moved[rows.unsqueeze(1).expand_as(safe)[valid], safe[valid]] = True
+        count = torch.zeros(n, ctx.n_chi, dtype=torch.float64, device=ctx.device)
+        moved = count.scatter_add_(1, safe, valid) > 0
         step = torch.zeros(n, ctx.n_chi, dtype=torch.float64, device=ctx.device)
-        step[rows.unsqueeze(1).expand_as(safe)[valid], safe[valid]] = (
-            noise[valid] * self.step_size[safe[valid]]
-        )
+        step.scatter_add_(1, safe, valid * noise * self.step_size[safe])
         # Only the moved columns are wrapped: wrapping is not exact in float32, and unmoved angles
         # must stay bit for bit what they were (the cached positions were built from them).
         chi_new = torch.where(moved, wrap_angle(chi + step.to(chi.dtype)), chi)
@@ -284,8 +300,9 @@ class _ProposalMove(Move):
         """The proposal's angles, checked, in chi's dtype, wrapped where they may change and bit
         for bit the current ones elsewhere (wrapping is not exact in float32)."""
         drawn = self._checked("chi", drawn, chi.shape[0]).to(chi.dtype)
-        if not bool(torch.isfinite(drawn).all()):
-            raise ValueError(f"{self.name}: the proposal returned non-finite chi angles")
+        self.flag(
+            f"{self.name}: the proposal returned non-finite chi angles", ~torch.isfinite(drawn)
+        )
         wrapped = wrap_angle(drawn)
         return wrapped if columns is None else torch.where(columns, wrapped, chi)
 
@@ -295,10 +312,10 @@ class _ProposalMove(Move):
             raise ValueError(
                 f"{self.name}: the proposal returned {name} with {value.shape[0]} rows, not {n}"
             )
-        if bool(torch.isnan(value).any()):
-            raise ValueError(
-                f"{self.name}: the proposal {type(self.proposal).__name__} returned NaN in {name}"
-            )
+        self.flag(
+            f"{self.name}: the proposal {type(self.proposal).__name__} returned NaN in {name}",
+            torch.isnan(value),
+        )
         return value
 
 
@@ -318,18 +335,19 @@ class Independence(_ProposalMove):
     def propose(self, chi: torch.Tensor, key: int) -> Candidate:
         n = chi.shape[0]
         groups, columns = self._block(n, key)
-        if columns is None:
-            draw = self.proposal.sample(n, seed=key, offset=self.ctx.chain_offset)
+        offset = self.ctx.chain_offset
+        if groups is None:
+            draw = self.proposal.sample(n, seed=key, offset=offset)
             log_q = self.proposal.log_prob(chi)
-        else:
-            draw = self.proposal.sample_block(chi, columns, seed=key, offset=self.ctx.chain_offset)
-            log_q = self.proposal.block_log_prob(chi, columns)
+        else:  # by groups: O(block) for proposals that support it
+            draw = self.proposal.sample_groups(chi, groups, seed=key, offset=offset)
+            log_q = self.proposal.groups_log_prob(chi, groups)
         chi_new = self._new_angles(chi, draw.chi, columns)
         # log q(x') is recomputed marginally (a mixture's draw.log_q is joint with its labels).
         log_q_new = (
             self.proposal.log_prob(chi_new)
-            if columns is None
-            else self.proposal.block_log_prob(chi_new, columns)
+            if groups is None
+            else self.proposal.groups_log_prob(chi_new, groups)
         )
         log_q_new = self._checked("log_q", log_q_new.to(torch.float64), n)
         log_q = self._checked("log_q", log_q.to(torch.float64), n)  # NaN: a chain stuck forever
@@ -355,24 +373,22 @@ class Lifted(_ProposalMove):
     def propose(self, chi: torch.Tensor, key: int) -> Candidate:
         n = chi.shape[0]
         groups, columns = self._block(n, key)
-        latent = self.proposal.sample_latent(
-            chi, seed=derive_seed(key, _TAG_LATENT), offset=self.ctx.chain_offset
-        )
-        if columns is None:
-            draw = self.proposal.sample(n, seed=key, offset=self.ctx.chain_offset)
+        offset, latent_key = self.ctx.chain_offset, derive_seed(key, _TAG_LATENT)
+        if groups is None:
+            latent = self.proposal.sample_latent(chi, seed=latent_key, offset=offset)
+            draw = self.proposal.sample(n, seed=key, offset=offset)
             log_q = self.proposal.log_prob(chi, latent)
-            log_q_new = draw.log_q
-            latent_new = draw.latent
-        else:
-            draw = self.proposal.sample_block(chi, columns, seed=key, offset=self.ctx.chain_offset)
-            block_groups = draw.latent >= 0
-            latent = torch.where(block_groups, latent, -1)
-            log_q = self.proposal.block_log_prob(chi, columns, latent)
-            log_q_new = draw.log_q
-            latent_new = draw.latent
-        chi_new = self._new_angles(chi, draw.chi, columns)
-        log_r = self.proposal.latent_log_prob(chi, latent, columns)
-        log_r_new = self.proposal.latent_log_prob(chi_new, latent_new, columns)
+            chi_new = self._new_angles(chi, draw.chi, columns)
+            log_r = self.proposal.latent_log_prob(chi, latent)
+            log_r_new = self.proposal.latent_log_prob(chi_new, draw.latent)
+        else:  # the block's labels only (-1 elsewhere), O(block) where supported
+            latent = self.proposal.sample_latent_groups(chi, groups, seed=latent_key, offset=offset)
+            draw = self.proposal.sample_groups(chi, groups, seed=key, offset=offset)
+            log_q = self.proposal.groups_log_prob(chi, groups, latent)
+            chi_new = self._new_angles(chi, draw.chi, columns)
+            log_r = self.proposal.groups_latent_log_prob(chi, latent, groups)
+            log_r_new = self.proposal.groups_latent_log_prob(chi_new, draw.latent, groups)
+        log_q_new, latent_new = draw.log_q, draw.latent
         log_weight = self._checked("log r - log q", (log_r - log_q).to(torch.float64), n)
         log_weight_new = self._checked(
             "log r - log q", (log_r_new - log_q_new).to(torch.float64), n

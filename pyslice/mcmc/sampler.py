@@ -43,6 +43,8 @@ __all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler", "SamplingInterrupted"]
 BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
 
 _CHECKPOINT_FORMAT = "pyslice-checkpoint-1"
+#: Steps between the run's synchronisation points (see Sampler._synchronise).
+_SYNC_EVERY = 64
 _MOVE_CHOICE, _METROPOLIS, _INIT = 0x6D6F7665, 0x6D657472, 0x696E6974
 
 
@@ -140,6 +142,7 @@ class Sampler:
         )
         latent = torch.full((self.n_chains, n_latent), -1, dtype=torch.int64, device=self.device)
         self.state = ChainState.create(chi, energy0, latent=latent)
+        self._stuck = self._any_stuck()
         self.steps_this_run = 0  # steps the last run() call made (a resumed run: its own)
         self.resumed_at = 0  # steps already done when the last run() call started
 
@@ -205,7 +208,15 @@ class Sampler:
         return min(int(np.searchsorted(self._cumulative, u, side="right")), len(self.moves) - 1)
 
     def _step(self, warmup_progress: float | None) -> tuple[int, Any, torch.Tensor]:
-        """Advance every chain by one step; returns (move index, candidate, accepted mask)."""
+        """Advance every chain by one step; returns (move index, candidate, accepted mask).
+
+        The step never waits for the device (no host synchronisation): value checks of
+        pyslice's own arrays are off (``_checks.internal_arrays``), problems are flagged on the
+        device and raised by :meth:`_synchronise`."""
+        with _checks.internal_arrays():
+            return self._step_unchecked(warmup_progress)
+
+    def _step_unchecked(self, warmup_progress: float | None) -> tuple[int, Any, torch.Tensor]:
         t = self.step
         if self.refresh_every is not None and t > 0 and t % self.refresh_every == 0:
             # Before the step, not after it: a refresh that fails (or is interrupted) then
@@ -215,7 +226,7 @@ class Sampler:
         move = self.moves[index]
         candidate = move.propose(self.state.chi, derive_seed(self.seed, index, t))
         energy_new, cache_new = self.target.energy_new(
-            self._cache, self.state.energy, candidate.chi, candidate.groups
+            self._cache, self.state.energy, candidate.chi, candidate.groups, full_rows=self._stuck
         )
         self.state.log_weight.copy_(candidate.log_weight)
         latent_new = None
@@ -237,12 +248,27 @@ class Sampler:
         self._cache = self.target.accept(self._cache, cache_new, accepted)
         if warmup_progress is not None:
             move.adapt(candidate, accepted, warmup_progress)
+        if self._stuck:  # waits for the device, but only while some chain is in a clash
+            self._stuck = self._any_stuck()
         self.step = t + 1
         return index, candidate, accepted
+
+    def _synchronise(self, run: _RunRecord) -> None:
+        """The points where a run waits for the device (every _SYNC_EVERY steps, at progress
+        updates and checkpoints): problems the moves flagged are raised, recorded draws are
+        copied to the host. Steps in between never wait."""
+        for move in self.moves:
+            move.check()
+        run.flush()
+
+    def _any_stuck(self) -> bool:
+        """Whether some chain's energy is not finite (a host synchronisation)."""
+        return not bool(torch.isfinite(self.state.energy).all())
 
     def _refresh_energy(self) -> None:
         energy, self._cache = self.target.energy(self.state.chi)
         self.state.energy.copy_(energy)
+        self._stuck = self._any_stuck()
 
     # ------------------------------------------------------------------ run
 
@@ -287,6 +313,7 @@ class Sampler:
         if path is not None and self._checkpoint_file(path).exists():
             run = self._load_checkpoint(path, run)
 
+        self._stuck = self._any_stuck()  # the state may have been set since the last check
         bar = ProgressBar(total, self.total_chains, progress and self.rank == 0)
         bar.begin(run.done)
         self.steps_this_run = 0
@@ -307,7 +334,10 @@ class Sampler:
                             run.record(taken // thin - 1, self.state)
                     run.done += 1
                     self.steps_this_run += 1
+                    if run.done % _SYNC_EVERY == 0:
+                        self._synchronise(run)
                     if path is not None and (run.done % checkpoint_every == 0):
+                        self._synchronise(run)
                         self._save_checkpoint(path, run)
                     if interrupt.requested:
                         raise SamplingInterrupted(
@@ -317,6 +347,7 @@ class Sampler:
                             total,
                         )
                     if bar.due():
+                        self._synchronise(run)
                         bar.update(
                             run.done,
                             "warm-up" if run.done <= warmup else "sampling",
@@ -328,6 +359,7 @@ class Sampler:
                 if path is not None:
                     self._save_checkpoint(path, run)
                 raise
+        self._synchronise(run)
         if bar.enabled:
             phase = "sampling" if n_steps else "warm-up"
             bar.update(run.done, phase, run.progress_acceptance(), float(self.state.energy.mean()))
@@ -419,12 +451,18 @@ class Sampler:
             move.load_state_dict(state)
         self.step = int(payload["step"])
         self._cache = self.target.cache_from_chi(self.state.chi)
+        self._stuck = self._any_stuck()
         fresh.load_state_dict(payload["run"])
         return fresh
 
 
 class _RunRecord:
-    """What one run() accumulates: recorded draws, acceptance counts, steps done."""
+    """What one run() accumulates: recorded draws, acceptance counts, steps done.
+
+    Counts of accepted proposals stay on the chains' device and recorded draws wait there until
+    :meth:`flush`, so that a step never waits for the device (issue: GPU runs without host
+    synchronisation between the sampler's synchronisation points).
+    """
 
     def __init__(self) -> None:
         self.plan: dict[str, int] = {}
@@ -434,13 +472,14 @@ class _RunRecord:
         self.chi = torch.empty(0)
         self.energy = torch.empty(0)
         self.proposed = np.zeros(0, dtype=np.int64)
-        self.accepted = np.zeros(0, dtype=np.int64)
+        self.accepted = torch.empty(0)
         self.group_proposed = torch.empty(0)
         self.group_accepted = torch.empty(0)
         self.names: list[str] = []
         # Warm-up decisions, counted for the progress line only (not part of the ensemble).
         self.warmup_proposed = np.zeros(0, dtype=np.int64)
-        self.warmup_accepted = np.zeros(0, dtype=np.int64)
+        self.warmup_accepted = torch.empty(0)
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     @classmethod
     def empty(cls, sampler: Sampler, n_draws: int, plan: dict[str, int]) -> _RunRecord:
@@ -448,15 +487,14 @@ class _RunRecord:
         self.plan = plan
         self.names = _unique_names([m.name for m in sampler.moves])
         n, n_chi, groups = sampler.n_chains, sampler.target.n_chi, sampler.target.n_groups
+        n_moves, device = len(sampler.moves), sampler.device
         self.chi = torch.empty(n_draws, n, n_chi, dtype=torch.float32)
         self.energy = torch.empty(n_draws, n, dtype=torch.float64)
-        self.proposed = np.zeros(len(sampler.moves), dtype=np.int64)
-        self.accepted = np.zeros(len(sampler.moves), dtype=np.int64)
-        self.warmup_proposed = np.zeros(len(sampler.moves), dtype=np.int64)
-        self.warmup_accepted = np.zeros(len(sampler.moves), dtype=np.int64)
-        self.group_proposed = torch.zeros(
-            len(sampler.moves), groups, dtype=torch.int64, device=sampler.device
-        )
+        self.proposed = np.zeros(n_moves, dtype=np.int64)
+        self.accepted = torch.zeros(n_moves, dtype=torch.int64, device=device)
+        self.warmup_proposed = np.zeros(n_moves, dtype=np.int64)
+        self.warmup_accepted = torch.zeros(n_moves, dtype=torch.int64, device=device)
+        self.group_proposed = torch.zeros(n_moves, groups, dtype=torch.int64, device=device)
         self.group_accepted = torch.zeros_like(self.group_proposed)
         return self
 
@@ -465,51 +503,61 @@ class _RunRecord:
     ) -> None:
         n = accepted.shape[0]
         self.proposed[index] += n
-        self.accepted[index] += int(accepted.sum())
+        self.accepted[index] += accepted.sum()
         if groups is None:
             self.group_proposed[index] += n
             self.group_accepted[index] += accepted.sum()
             return
-        valid = groups >= 0
-        rows = groups.clamp_min(0)[valid]
-        self.group_proposed[index].index_add_(0, rows, torch.ones_like(rows))
-        hits = accepted.unsqueeze(1).expand_as(groups)[valid].to(torch.int64)
+        # index_add with 0/1 weights instead of boolean indexing (no wait for the device).
+        valid = (groups >= 0).to(torch.int64).flatten()
+        rows = groups.clamp_min(0).flatten()
+        hits = accepted.to(torch.int64).unsqueeze(1).expand_as(groups).flatten() * valid
+        self.group_proposed[index].index_add_(0, rows, valid)
         self.group_accepted[index].index_add_(0, rows, hits)
-
-    def record(self, draw: int, state: ChainState) -> None:
-        self.chi[draw] = state.chi.detach().to("cpu", torch.float32)
-        self.energy[draw] = state.energy.detach().to("cpu", torch.float64)
-        self.recorded = draw + 1
 
     def count_warmup(self, index: int, accepted: torch.Tensor) -> None:
         self.warmup_proposed[index] += accepted.shape[0]
-        self.warmup_accepted[index] += int(accepted.sum())
+        self.warmup_accepted[index] += accepted.sum()
 
-    def acceptance(self) -> dict[str, float]:
+    def record(self, draw: int, state: ChainState) -> None:
+        """Keep draw ``draw`` of the state (a device copy until :meth:`flush`)."""
+        self.pending.append((draw, state.chi.detach().clone(), state.energy.detach().clone()))
+        self.recorded = draw + 1
+
+    def flush(self) -> None:
+        """Copy the recorded draws kept on the device to the host arrays."""
+        for draw, chi, energy in self.pending:
+            self.chi[draw] = chi.to("cpu", torch.float32)
+            self.energy[draw] = energy.to("cpu", torch.float64)
+        self.pending.clear()
+
+    @staticmethod
+    def _rates(names: list[str], proposed: np.ndarray, accepted: torch.Tensor) -> dict[str, float]:
+        counts = accepted.cpu().numpy()
         return {
             name: (a / p if p else float("nan"))
-            for name, p, a in zip(self.names, self.proposed, self.accepted, strict=True)
+            for name, p, a in zip(names, proposed, counts, strict=True)
         }
+
+    def acceptance(self) -> dict[str, float]:
+        return self._rates(self.names, self.proposed, self.accepted)
 
     def progress_acceptance(self) -> dict[str, float]:
         """Acceptance for the progress line: of the recorded steps once there are any, of the
         warm-up before (NaN for a move not proposed yet)."""
-        sampling = self.proposed.sum() > 0
-        proposed = self.proposed if sampling else self.warmup_proposed
-        accepted = self.accepted if sampling else self.warmup_accepted
-        return {
-            name: (a / p if p else float("nan"))
-            for name, p, a in zip(self.names, proposed, accepted, strict=True)
-        }
+        if self.proposed.sum() > 0:
+            return self.acceptance()
+        return self._rates(self.names, self.warmup_proposed, self.warmup_accepted)
 
     def state_dict(self) -> dict[str, Any]:
+        self.flush()
         return {
             "done": self.done,
             "recorded": self.recorded,
             "chi": self.chi[: self.recorded].clone(),
             "energy": self.energy[: self.recorded].clone(),
             "proposed": torch.from_numpy(self.proposed.copy()),
-            "accepted": torch.from_numpy(self.accepted.copy()),
+            "accepted": self.accepted.cpu(),
             "group_proposed": self.group_proposed.cpu(),
             "group_accepted": self.group_accepted.cpu(),
         }
@@ -520,8 +568,8 @@ class _RunRecord:
         self.chi[: self.recorded] = state["chi"]
         self.energy[: self.recorded] = state["energy"]
         self.proposed = state["proposed"].numpy().copy()
-        self.accepted = state["accepted"].numpy().copy()
         device = self.group_proposed.device
+        self.accepted = state["accepted"].to(device)
         self.group_proposed = state["group_proposed"].to(device)
         self.group_accepted = state["group_accepted"].to(device)
         self.saved_at = self.done
@@ -548,7 +596,9 @@ class _RunRecord:
             energy=self.energy[: self.recorded],
             move_counts={
                 name: (int(p), int(a))
-                for name, p, a in zip(self.names, self.proposed, self.accepted, strict=True)
+                for name, p, a in zip(
+                    self.names, self.proposed, self.accepted.cpu().tolist(), strict=True
+                )
             },
             group_counts={
                 name: torch.stack([self.group_proposed[k], self.group_accepted[k]]).cpu()

@@ -11,6 +11,7 @@ analytic test targets (a mixture on the torus) and coarse models.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -35,8 +36,9 @@ class ChiTarget(ABC):
     dtype: torch.dtype
     group_names: list[str]
 
-    @property
+    @functools.cached_property
     def n_groups(self) -> int:
+        """Number of groups (computed once: ``group`` never changes after construction)."""
         return int(self.group.max()) + 1 if self.group.numel() else 0
 
     @abstractmethod
@@ -50,9 +52,12 @@ class ChiTarget(ABC):
         energy: torch.Tensor,
         chi_new: torch.Tensor,
         groups: torch.Tensor | None,
+        full_rows: bool = False,
     ) -> tuple[torch.Tensor, Any]:
         """(U' (B,) float64, candidate cache) of ``chi_new``, given the current ``cache`` and
-        ``energy``; ``groups: (B, S)`` lists the groups that may have changed (None: any)."""
+        ``energy``; ``groups: (B, S)`` lists the groups that may have changed (None: any).
+        ``full_rows``: some current energies may be non-finite (a clash): score those rows by
+        full energies, not by differences (the sampler says so only while such chains exist)."""
         return self.energy(chi_new)
 
     def accept(self, cache: Any, candidate: Any, accepted: torch.Tensor) -> Any:
@@ -162,17 +167,18 @@ class ProteinTarget(ChiTarget):
         energy: torch.Tensor,
         chi_new: torch.Tensor,
         groups: torch.Tensor | None,
+        full_rows: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         positions_new = self.positions(chi_new)
         if groups is None:
             return self.force_field(positions_new), positions_new
-        delta = self.force_field.delta(cache, positions_new, self.moved_atoms(groups))
-        energy_new = energy + delta
-        # A chain whose current energy is not finite (a clash: +inf) has no usable difference
-        # (inf - inf is NaN, which is always rejected): score its proposal by a full energy, so
-        # that any finite proposal leaves the clash.
-        stuck = ~torch.isfinite(energy)
-        if bool(stuck.any()):
+        moved = self.moved_atoms(groups)
+        energy_new = energy + self.force_field.trusted_delta(cache, positions_new, moved)
+        if full_rows:
+            # A chain whose current energy is not finite (a clash: +inf) has no usable difference
+            # (inf - inf is NaN, which is always rejected): score its proposal by a full energy,
+            # so that any finite proposal leaves the clash.
+            stuck = ~torch.isfinite(energy)
             rows = stuck.nonzero().flatten()
             energy_new[rows] = self.force_field(positions_new[rows]).to(energy_new.dtype)
         return energy_new, positions_new
@@ -180,5 +186,6 @@ class ProteinTarget(ChiTarget):
     def accept(
         self, cache: torch.Tensor, candidate: torch.Tensor, accepted: torch.Tensor
     ) -> torch.Tensor:
-        cache[accepted] = candidate[accepted]  # in place: copies only the accepted chains
+        # torch.where, not cache[accepted] = ...: boolean indexing waits for the device.
+        cache.copy_(torch.where(accepted[:, None, None], candidate, cache))
         return cache

@@ -1031,3 +1031,92 @@ def test_repr_and_metadata() -> None:
     assert [m["type"] for m in ensemble.meta["moves"]] == ["RandomWalk", "Independence", "Lifted"]
     assert sampler.energy.dtype == F64
     torch.testing.assert_close(sampler.energy, torus_energy(sampler.chi))
+
+
+# ==================================================================== no host synchronisation
+
+
+class SyncCounter:
+    """Counts, while active, the tensor operations that make the host wait for the device on a
+    GPU: truth values, item/int/float/tolist, copies to the CPU, nonzero and boolean-mask
+    indexing (data-dependent shapes). On the CPU none of them waits, but the same code runs on
+    CUDA tensors, so counting them here finds every synchronisation point of a step."""
+
+    NAMES = ("__bool__", "item", "__int__", "__float__", "tolist", "cpu", "nonzero")
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.saved: dict[str, object] = {}
+
+    def _wrap(self, name: str, original):
+        def wrapper(tensor, *args, **kwargs):
+            self.calls.append(name)
+            return original(tensor, *args, **kwargs)
+
+        return wrapper
+
+    def _wrap_index(self, name: str, original):
+        def wrapper(tensor, index, *args):
+            keys = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys):
+                self.calls.append(f"{name} with a bool mask")
+            return original(tensor, index, *args)
+
+        return wrapper
+
+    def __enter__(self) -> SyncCounter:
+        for name in self.NAMES:
+            self.saved[name] = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self._wrap(name, self.saved[name]))
+        for name in ("__getitem__", "__setitem__"):
+            self.saved[name] = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self._wrap_index(name, self.saved[name]))
+        original_to = torch.Tensor.to
+        self.saved["to"] = original_to
+
+        def to(tensor, *args, **kwargs):
+            target = kwargs.get("device", args[0] if args else None)
+            if isinstance(target, (str, torch.device)) and torch.device(target).type == "cpu":
+                self.calls.append("to(cpu)")
+            return original_to(tensor, *args, **kwargs)
+
+        torch.Tensor.to = to
+        for name in ("nonzero", "unique", "masked_select", "argwhere"):  # torch.<name>(...)
+            self.saved[f"torch.{name}"] = getattr(torch, name)
+            setattr(torch, name, self._wrap(f"torch.{name}", getattr(torch, name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self.saved.items():
+            if name.startswith("torch."):
+                setattr(torch, name[len("torch.") :], original)
+            else:
+                setattr(torch.Tensor, name, original)
+
+
+def test_a_sampler_step_never_waits_for_the_device() -> None:
+    """Between the sampler's synchronisation points a step makes no host synchronisation: no
+    .item(), bool(tensor), copy to the host or data-dependent shape (issue 19)."""
+    from pyslice import RotamerLibrary
+
+    protein = Protein.from_sequence("GVLKG")
+    energy = ForceFieldEnergy(protein)
+    library = RotamerLibrary.default().proposal(protein)
+    moves = [
+        RandomWalk("residue"),
+        RandomWalk("chi"),
+        Independence(library, block=1),  # block moves: energy differences
+        Independence(library),  # all residues: full energies
+        Lifted(library, block=2),
+    ]
+    sampler = Sampler(protein, energy, n_chains=16, seed=1, moves=moves, refresh_every=None)
+    sampler.run(8, progress=False)  # warm up: backends chosen, tables cached
+    with SyncCounter() as counter:
+        for _ in range(40):
+            sampler._step(None)
+    assert sampler.step == 48 and len({sampler._pick_move(t) for t in range(8, 48)}) == 5
+    assert counter.calls == [], sorted(set(counter.calls))
+    # and the counter does count (a control): a truth value of a tensor is seen
+    with SyncCounter() as counter:
+        bool(sampler.energy.isfinite().all())
+    assert counter.calls == ["__bool__"]
