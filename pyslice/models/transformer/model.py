@@ -109,6 +109,7 @@ from pyslice.distributions import draw_mixture, von_mises_log_density
 from pyslice.geometry.angles import wrap_angle
 from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
 from pyslice.io.files import atomic_write
+from pyslice.models.rotamers.data import chi_atoms_deposited, deposited_atoms
 from pyslice.proposals import Proposal, ProposalDraw, derive_seed, generator
 
 __all__ = [
@@ -149,7 +150,6 @@ _EXTRA = 4  # geometric attention dimensions
 _WELLS = (math.radians(60.0), math.pi, math.radians(-60.0))
 _CB_BOND = 0.153  # nm
 _CG_BOND = 0.152
-_B_MAX = 40.0
 _CACHE_VERSION = 1
 _TAG_LABEL, _TAG_ANGLE, _TAG_LATENT, _TAG_CONTEXT = 0x74636F, 0x74616E, 0x74726B, 0x746378
 
@@ -261,18 +261,10 @@ def record_from_protein(
         has_chi[tokens] = True
     chi_ok = has_chi.clone()
     if pdb_text is not None:
-        from pyslice.models.rotamers.library import _deposited_atoms
-
-        deposited = _deposited_atoms(pdb_text)
+        deposited = deposited_atoms(pdb_text)
         for t in torch.nonzero(has_chi).flatten().tolist():
             chain_id, res_id, icode, parent = residue_keys[t]
-            found = deposited.get((chain_id, res_id, icode))
-            names = {a for quad in CHI_ATOMS[parent] for a in quad}
-            ok = found is not None and all(a in found for a in names)
-            if ok:
-                heavy = [b for a, b in found.items() if not a.startswith("H")]
-                ok = not heavy or max(heavy) <= _B_MAX
-            chi_ok[t] = ok
+            chi_ok[t] = chi_atoms_deposited(parent, deposited.get((chain_id, res_id, icode)))
     record = ProteinRecord(
         name=name,
         aa=torch.tensor(aa, dtype=torch.int64),
