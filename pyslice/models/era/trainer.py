@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from pyslice import _checks
+from pyslice._random import derive_seed
 from pyslice.io.files import atomic_write
 from pyslice.models.era.loss import era_loss, independence_acceptance
 from pyslice.models.era.policy import Policy
-from pyslice.proposals import derive_seed
 
 if TYPE_CHECKING:
     from pyslice.energy.forcefield import ForceFieldEnergy

@@ -26,7 +26,7 @@ import torch
 from pyslice._data import ENV_VAR
 from pyslice._data import data_dir as _default_data_dir
 from pyslice.geometry.angles import dihedral, wrap_angle
-from pyslice.geometry.builder import CHI_ATOMS, parent_residue_name
+from pyslice.geometry.chis import CHI_ATOMS, parent_residue_name
 
 if TYPE_CHECKING:
     from pyslice.structure.protein import Protein

@@ -65,7 +65,7 @@ from pyslice.distributions import (
     mean_resultant_length,
 )
 from pyslice.geometry.angles import wrap_angle
-from pyslice.geometry.builder import PI_PERIODIC
+from pyslice.geometry.chis import PI_PERIODIC
 
 __all__ = [
     "KAPPA_MAX",

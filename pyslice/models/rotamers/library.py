@@ -62,7 +62,7 @@ from pyslice import _checks
 from pyslice._data import shipped_file
 from pyslice.distributions import VonMisesMixture, product_component_log_prob
 from pyslice.geometry.angles import wrap_angle
-from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.geometry.chis import CHI_ATOMS, PI_PERIODIC, parent_residue_name
 from pyslice.models.rotamers.data import (
     B_FACTOR_MAX,
     TOP8000_FILES,

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
+from pyslice._random import derive_seed
 from pyslice.energy.forcefield import ForceFieldEnergy
 from pyslice.mcmc.targets import ProteinTarget
 from pyslice.models.era.trainer import ERATrainer, sampler_contexts
 from pyslice.models.transformer.model import SideChainTransformer
 from pyslice.models.transformer.policy import TransformerPolicy
-from pyslice.proposals import derive_seed
 from pyslice.structure.protein import Protein
 
 __all__ = ["align_transformer"]

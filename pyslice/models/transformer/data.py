@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pyslice import _checks
-from pyslice.geometry.builder import CHI_ATOMS, PI_PERIODIC, parent_residue_name
+from pyslice.geometry.chis import CHI_ATOMS, PI_PERIODIC, parent_residue_name
 from pyslice.io.files import atomic_write
 from pyslice.models.rotamers.data import chi_atoms_deposited, deposited_atoms, resolve_data_dir
+from pyslice.structure.residues import AMINO_ACIDS as STANDARD_RESIDUES
 
 if TYPE_CHECKING:
     from pyslice.mcmc.ensemble import Ensemble
@@ -167,8 +168,6 @@ def record_from_protein(
     all deposited with B-factor <= 40 (pdbfixer-rebuilt side chains are not data). Without it every
     residue with movable chis counts as data.
     """
-    from pyslice.structure.protein import AMINO_ACIDS as _ONE_LETTER
-
     residues = list(protein.topology.residues())
     xyz = protein.positions.to(torch.float32)
     backbone_dihedrals = protein.backbone_dihedrals().to(torch.float32)
@@ -179,7 +178,7 @@ def record_from_protein(
     residue_keys = []
     for residue in residues:
         parent = parent_residue_name(residue.name)
-        if parent not in _ONE_LETTER:
+        if parent not in STANDARD_RESIDUES:
             continue
         atoms = {a.name: a.index for a in residue.atoms()}
         coords = torch.full((3, 3), math.nan, dtype=torch.float32)

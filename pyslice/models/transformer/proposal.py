@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pyslice import _checks
+from pyslice._random import derive_seed
 from pyslice.distributions import draw_mixture, von_mises_log_density
 from pyslice.models.transformer.data import (
     MAX_CHI,
@@ -36,7 +37,7 @@ from pyslice.models.transformer.data import (
     record_from_protein,
 )
 from pyslice.models.transformer.model import MixtureParams, SideChainTransformer, component_log_prob
-from pyslice.proposals import Proposal, ProposalDraw, derive_seed, generator
+from pyslice.proposals import Proposal, ProposalDraw, generator
 from pyslice.structure.protein import Protein
 
 __all__ = ["GroupLayout", "GroupParams", "TransformerProposal", "expand_rows", "group_params"]

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from pyslice import _checks
+from pyslice._random import derive_seed
 from pyslice.geometry.angles import wrap_angle
 from pyslice.io.files import atomic_write
 from pyslice.models.transformer.data import (
@@ -53,7 +54,6 @@ from pyslice.models.transformer.data import (
     sampled_records,
 )
 from pyslice.models.transformer.model import FORMAT, SideChainTransformer
-from pyslice.proposals import derive_seed
 
 __all__ = ["evaluate_nll", "train_ml", "train_transformer"]
 
