@@ -81,7 +81,7 @@ def _proposals(
         return UniformProposal(protein.n_chi, _groups(protein), dtype=torch.float32, device="cpu")
 
     def library():
-        from pyslice.models.rotamers.library import RotamerLibrary
+        from pyslice.models.rotamers import RotamerLibrary
 
         lib = (
             RotamerLibrary.default() if library_path is None else RotamerLibrary.load(library_path)
@@ -89,7 +89,7 @@ def _proposals(
         return lib.proposal(protein)
 
     def transformer():
-        from pyslice.models.transformer.model import SideChainTransformer
+        from pyslice.models.transformer import SideChainTransformer
 
         model = (
             SideChainTransformer.default()
@@ -99,7 +99,7 @@ def _proposals(
         return model.proposal(protein, concentration_scale=kappa_scale)
 
     def transformer_era():
-        from pyslice.models.transformer.model import SideChainTransformer
+        from pyslice.models.transformer import SideChainTransformer
 
         return SideChainTransformer.load(era_model_path).proposal(
             protein, concentration_scale=kappa_scale
@@ -252,7 +252,7 @@ def _era_provenance(path: str | None) -> dict | None:
     """How the ERA-aligned model was made (its command and final log), from the file."""
     if path is None:
         return None
-    from pyslice.models.transformer.model import SideChainTransformer
+    from pyslice.models.transformer import SideChainTransformer
 
     era = SideChainTransformer.load(path).provenance.get("era", {})
     return {key: era.get(key) for key in ("command", "structure", "seconds", "start")} | {

@@ -303,6 +303,12 @@ def test_train_forwards_options(capsys) -> None:
         cli.main(["train", "era", "--help"])
     assert exited.value.code == 0
     assert "--blocks" in capsys.readouterr().out
+    # each kind parses its own options: one of the other kind is a usage error
+    for argv in (["train", "ml", "--blocks", "1"], ["train", "era", "--sampled", "a", "b"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        assert exited.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
 
 
 ERA_RUN = [
@@ -312,8 +318,8 @@ ERA_RUN = [
 
 
 def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys, monkeypatch) -> None:
-    import pyslice.models.era.trainer
-    from pyslice.models.transformer.model import SideChainTransformer
+    import pyslice.models.transformer.align
+    from pyslice.models.transformer import SideChainTransformer
 
     out, checkpoint = tmp_path / "era.pt", tmp_path / "era.ckpt"
     common = [*ERA_RUN, "--out", str(out), "--checkpoint", str(checkpoint)]
@@ -325,7 +331,7 @@ def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys, monkeypatch
     def no_new_contexts(*args, **kwargs):
         raise AssertionError("contexts must come from the checkpoint")
 
-    monkeypatch.setattr(pyslice.models.era.trainer, "sampler_contexts", no_new_contexts)
+    monkeypatch.setattr(pyslice.models.transformer.align, "sampler_contexts", no_new_contexts)
     assert cli.main(["train", "era", *common, "--steps", "4"]) == 0
     # another block setting does not silently continue that run
     assert cli.main(["train", "era", *common, "--steps", "6", "--blocks", "2"]) == 2
@@ -336,6 +342,8 @@ def test_train_era_aligns_resumes_and_feeds_sample(tmp_path, capsys, monkeypatch
     era = model.provenance["era"]
     assert [e["step"] for e in era["history"]] == [2, 4]
     assert era["structure"].startswith("built-in peptide")
+    assert era["command"].startswith("pyslice train era ") and "--blocks 1 4" in era["command"]
+    assert era["settings"]["block_sizes"] == [1, 4] and era["settings"]["steps"] == 4
     assert model.provenance["base"] == SideChainTransformer.default().provenance
     changed = [
         not torch.equal(a, b)
@@ -354,7 +362,7 @@ def test_train_fine_tunes_on_energy_filtered_samples(tmp_path, capsys) -> None:
     from pathlib import Path
 
     import pyslice
-    from pyslice.models.transformer.model import SideChainTransformer
+    from pyslice.models.transformer import SideChainTransformer
 
     run = tmp_path / "run"
     assert cli.main(["sample", *SMALL_RUN, "--out", str(run)]) == 0
@@ -372,6 +380,11 @@ def test_train_fine_tunes_on_energy_filtered_samples(tmp_path, capsys) -> None:
     model = SideChainTransformer.load(out)
     assert model.provenance["base"] == SideChainTransformer.default().provenance
     assert 0 < model.provenance["train_records"] < 12 * 8  # the lower-energy half
+    # the recorded command line reproduces the run
+    command = model.provenance["command"]
+    assert command.startswith("pyslice train ml ") and "--keep-fraction 0.5" in command
+    assert f"--sampled {structure} {run / 'ensemble.npz'}" in command
+    assert "--no-structures" in command and "--threads" in command
     assert cli.main(["train", "ml", "--no-structures", "--out", str(out)]) == 2
     assert "--sampled" in capsys.readouterr().err
 

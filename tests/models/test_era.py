@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
-from pyslice.models.era.trainer import era_loss
+from pyslice.models.era import Policy, era_loss
 
 F64 = torch.float64
 
@@ -122,14 +123,16 @@ def test_bad_arguments() -> None:
 # ------------------------------------------------------------------------------------ trainer
 
 
-class CategoricalPolicy(torch.nn.Module):
+class CategoricalPolicy(Policy):
     """A policy over 16 discrete states (y = state index stored as a float tensor (n, 1))."""
+
+    conditional = False
 
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.logits = torch.nn.Parameter(logits.clone().to(F64))
 
-    def log_prob(self, y: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, y: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         return torch.log_softmax(self.logits, 0)[y[:, 0].long()]
 
     def sample(self, n: int, *, seed: int) -> torch.Tensor:
@@ -141,7 +144,7 @@ class CategoricalPolicy(torch.nn.Module):
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
 def test_trainer_recovers_the_era_minimiser_on_a_discrete_problem(gamma: float) -> None:
     from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K
-    from pyslice.models.era.trainer import ERATrainer
+    from pyslice.models.era import ERATrainer
 
     torch.manual_seed(0)
     energies = torch.linspace(0.0, 6.0, 16, dtype=F64)[torch.randperm(16)]
@@ -174,7 +177,7 @@ def test_trainer_recovers_the_era_minimiser_on_a_discrete_problem(gamma: float) 
 def _gvg_problem():
     import pyslice
     from pyslice.mcmc.targets import ProteinTarget
-    from pyslice.models.era.trainer import MixturePolicy
+    from pyslice.models.era import MixturePolicy
     from pyslice.proposals import MixtureProposal
 
     protein = pyslice.Protein.from_sequence("GVG")
@@ -199,7 +202,7 @@ def _kl_both(policy, grid, log_p) -> tuple[float, float]:
 
 
 def test_era_moves_a_mixture_toward_the_boltzmann_distribution_of_gvg() -> None:
-    from pyslice.models.era.trainer import ERATrainer, independence_acceptance
+    from pyslice.models.era import ERATrainer, independence_acceptance
 
     target, grid, log_p, reference, model = _gvg_problem()
     before = _kl_both(reference, grid, log_p)
@@ -232,8 +235,8 @@ def test_era_aligns_the_shipped_transformer_with_gvg() -> None:
     # the same quadrature reference as the mixture test above.
     import copy
 
-    from pyslice.models.era.trainer import ERATrainer
-    from pyslice.models.transformer.model import SideChainTransformer, TransformerPolicy
+    from pyslice.models.era import ERATrainer
+    from pyslice.models.transformer import SideChainTransformer, TransformerPolicy
 
     target, grid, log_p, _, _ = _gvg_problem()
     protein = target.protein
@@ -256,7 +259,7 @@ def test_era_aligns_the_shipped_transformer_with_gvg() -> None:
 
 
 def test_era_trainer_resumes_bit_identically(tmp_path) -> None:
-    from pyslice.models.era.trainer import ERATrainer
+    from pyslice.models.era import ERATrainer
 
     def trainer_for(model, reference, target):
         return ERATrainer(model, reference, target, pairs=32, lr=0.05, seed=3, log_every=2)
@@ -276,7 +279,7 @@ def test_era_trainer_resumes_bit_identically(tmp_path) -> None:
 
 
 def test_era_trainer_drops_pairs_with_a_non_finite_energy() -> None:
-    from pyslice.models.era.trainer import ERATrainer
+    from pyslice.models.era import ERATrainer
 
     target, _, _, reference, model = _gvg_problem()
     seen = []
@@ -295,7 +298,7 @@ def test_era_trainer_drops_pairs_with_a_non_finite_energy() -> None:
 
 
 def test_era_trainer_rejects_bad_arguments() -> None:
-    from pyslice.models.era.trainer import ERATrainer
+    from pyslice.models.era import ERATrainer
 
     target, _, _, reference, model = _gvg_problem()
     with pytest.raises(ValueError, match="reference_model"):
@@ -309,11 +312,18 @@ def test_era_trainer_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="model"):
         ERATrainer(object(), reference, target)
 
-    class SameWeights(torch.nn.Module):  # another policy object around the same parameters
+    class SameWeights(Policy):  # another policy object around the same parameters
+        conditional = False
+
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
-            self.sample, self.log_prob = inner.sample, inner.log_prob
+
+        def log_prob(self, chi, condition=None):
+            return self.inner.log_prob(chi)
+
+        def sample(self, n, *, seed):
+            return self.inner.sample(n, seed=seed)
 
     with pytest.raises(ValueError, match="reference_model"):
         ERATrainer(model, SameWeights(model), target)
@@ -321,8 +331,53 @@ def test_era_trainer_rejects_bad_arguments() -> None:
         ERATrainer(model, reference, target, eval_contexts=0)
 
 
+def test_trainer_takes_policies_of_one_declared_kind() -> None:
+    from pyslice.models.era import ERATrainer, MixturePolicy
+
+    target, _, _, reference, model = _gvg_problem()
+
+    class DuckTyped(torch.nn.Module):  # the right methods, but not a declared Policy
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = copy.deepcopy(inner)
+            self.sample, self.log_prob = self.inner.sample, self.inner.log_prob
+
+    with pytest.raises(TypeError, match="model must be a pyslice.models.era.Policy"):
+        ERATrainer(DuckTyped(model), reference, target)
+
+    class Conditional(MixturePolicy):  # declares the other kind
+        conditional = True
+
+    with pytest.raises(ValueError, match="kind"):
+        ERATrainer(model, Conditional(reference.proposal()), target)
+    # A subclass that does not declare its kind cannot be made.
+    with pytest.raises(TypeError, match="conditional"):
+
+        class Undeclared(Policy):
+            def log_prob(self, chi, condition=None):
+                return chi.sum(1)
+
+        Undeclared()
+    # An unconditional policy takes no condition.
+    with pytest.raises(ValueError, match="condition"):
+        model.log_prob(torch.zeros(2, 1, dtype=F64), torch.ones(2, 1, dtype=torch.bool))
+    # The draws of the other kind are not there.
+    with pytest.raises(NotImplementedError, match="sample"):
+        model.sample_grouped(2, 2, seed=0)
+
+
+def test_mixture_policy_log_prob_is_its_proposals() -> None:
+    _, grid, _, _, model = _gvg_problem()
+    with torch.no_grad():
+        model.loc.add_(0.3)  # away from the start, so the live parameters are what is scored
+    log_q = model.log_prob(grid)
+    torch.testing.assert_close(log_q.detach(), model.proposal().log_prob(grid), rtol=0, atol=0)
+    log_q.sum().backward()
+    assert model.loc.grad is not None and float(model.loc.grad.abs().sum()) > 0
+
+
 def test_independence_acceptance_estimator() -> None:
-    from pyslice.models.era.trainer import independence_acceptance
+    from pyslice.models.era import independence_acceptance
 
     # q = p: every proposal accepted.
     assert independence_acceptance(torch.zeros(100, dtype=F64)) == pytest.approx(1.0)

@@ -11,16 +11,9 @@ import pytest
 import torch
 
 from pyslice import Protein
-from pyslice.models.rotamers.library import (
-    _FIELDS,
-    ATTRIBUTION,
-    TOP8000_FILES,
-    ResidueRotamers,
-    RotamerLibrary,
-    _read_top8000,
-    _structure_rows,
-    fit_rotamer_mixture,
-)
+from pyslice.models.rotamers import ResidueRotamers, RotamerLibrary, fit_rotamer_mixture
+from pyslice.models.rotamers.data import TOP8000_FILES, read_top8000, structure_rows
+from pyslice.models.rotamers.library import ATTRIBUTION, PARAMETER_FIELDS
 from pyslice.proposals import MixtureProposal
 
 DEG = math.pi / 180.0
@@ -102,7 +95,7 @@ def test_default_library_covers_every_type_with_provenance(library):
 
 
 def test_default_library_is_backbone_dependent(library, data_dir):
-    lys = _read_top8000(data_dir / "top8000" / "rota8000-lys.csv", 4)
+    lys = read_top8000(data_dir / "top8000" / "rota8000-lys.csv", 4)
     chi = torch.from_numpy(lys["chi"])
     phi, psi = torch.from_numpy(lys["phi"]), torch.from_numpy(lys["psi"])
     # Each residue scored in its own phi/psi bin fits much better than without the backbone
@@ -235,7 +228,7 @@ def cys_library(cys_folder) -> RotamerLibrary:
 
 def test_fit_is_reproducible(cys_folder, cys_library):
     again = RotamerLibrary.fit(cys_folder, residue_types=["cys"], structures=[])
-    for attr in _FIELDS:
+    for attr in PARAMETER_FIELDS:
         assert torch.equal(getattr(again["CYS"], attr), getattr(cys_library["CYS"], attr))
 
 
@@ -263,7 +256,7 @@ def test_fit_from_a_folder_is_backbone_dependent(cys_library):
 def test_fit_reads_top240_structures(data_dir):
     text = (data_dir / "structures" / "top240" / "1a2p.pdb").read_text()
     protein = Protein.from_pdb(data_dir / "structures" / "top240" / "1a2p.pdb")
-    rows = _structure_rows(protein, text)
+    rows = structure_rows(protein, text)
     assert sum(len(v) for v in rows.values()) > 100
     # The chis computed for the fit equal the builder's where both exist.
     chi = protein.chi_angles()
@@ -297,7 +290,7 @@ def test_save_load_round_trip_is_exact(library, cys_library, tmp_path):
         assert repr(back) == repr(lib)
         for name in lib.residue_types:
             a, b = lib[name], back[name]
-            for attr in _FIELDS:
+            for attr in PARAMETER_FIELDS:
                 assert torch.equal(getattr(a, attr), getattr(b, attr)), (name, attr)
             assert (a.n_rows, a.n_rows_backbone, a.source) == (
                 b.n_rows,

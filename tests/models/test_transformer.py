@@ -19,7 +19,7 @@ from pyslice import Protein
 from pyslice.mcmc.moves import Candidate, Independence, Lifted
 from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, Sampler
 from pyslice.mcmc.targets import FunctionTarget
-from pyslice.models.transformer.model import (
+from pyslice.models.transformer import (
     ProteinRecord,
     SideChainTransformer,
     TransformerPolicy,
@@ -529,7 +529,7 @@ def test_policy_groups_share_a_context_and_a_block(peptide: Protein) -> None:
     n_groups, size = 8, 5
     chi, masked = policy.sample_grouped(n_groups, size, seed=7)
     assert chi.shape == (n_groups * size, policy.n_chi)
-    columns = masked[:, policy.maps.group]
+    columns = masked[:, policy.group]
     chi_g, masked_g, columns_g = (t.view(n_groups, size, -1) for t in (chi, masked, columns))
     assert bool((masked_g == masked_g[:, :1]).all())
     assert set(masked_g[:, 0].sum(1).tolist()) <= {1, 2}
