@@ -952,7 +952,7 @@ def write_outputs(ctx: Context, status: str) -> tuple[dict[str, Any], dict[str, 
     for problem in validate_summary(summary):  # a bug of this script: say so, write anyway
         ctx.say(f"!!! summary does not follow {SCHEMA}: {problem}")
     folders = [ctx.out]
-    if not ctx.dry and not ctx.args.no_results:
+    if not ctx.dry and not ctx.args.no_results and ctx.env_probe.get("device"):
         folders.append(ROOT / "benchmarks" / "results")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)

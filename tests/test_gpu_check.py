@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import subprocess
 import sys
@@ -204,7 +205,7 @@ def test_a_step_past_its_limit_is_stopped_and_what_it_printed_is_kept(tmp_path: 
     program = "import time; print('started', flush=True); time.sleep(60)"
     logged: list[str] = []
     done = gpu_check.run_command([sys.executable, "-c", program], timeout_s=1.0,
-                                 env={"PATH": ""}, cwd=tmp_path, log=logged.append)  # fmt: skip
+                                 env=dict(os.environ), cwd=tmp_path, log=logged.append)  # fmt: skip
     assert done.returncode is None  # stopped, not finished
     assert done.wall_s < 10  # SIGINT ended it well before SIGKILL was due
     assert "started" in done.lines and "started" in logged
