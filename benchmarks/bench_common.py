@@ -7,12 +7,25 @@ import os
 import numpy as np
 import torch
 
-SMOKE = os.environ.get("PYSLICE_BENCH", "full") == "smoke"
+# Size presets: full (default; sized for a CPU machine or any CUDA GPU), smoke (tiny: the test
+# suite runs every benchmark so with --benchmark-disable) and gpu (sizes that fill a data-centre
+# GPU; benchmarks/gpu_check.py runs them). A benchmark that names no GPU size uses its full size.
+PRESETS = ("full", "smoke", "gpu")
+PRESET = os.environ.get("PYSLICE_BENCH", "full")
+if PRESET not in PRESETS:
+    raise ValueError(f"PYSLICE_BENCH must be one of {PRESETS}, got {PRESET!r}")
+SMOKE = PRESET == "smoke"
+GPU = PRESET == "gpu"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def size(full: int, smoke: int) -> int:
-    return smoke if SMOKE else full
+def size(full: int, smoke: int, gpu: int | None = None) -> int:
+    """The size for the preset in PYSLICE_BENCH (gpu falls back to ``full`` when not given)."""
+    if SMOKE:
+        return smoke
+    if GPU and gpu is not None:
+        return gpu
+    return full
 
 
 def sync() -> None:

@@ -1,17 +1,20 @@
 """Shared benchmark setup.
 
-Sizes: ``PYSLICE_BENCH=full`` (default) or ``smoke`` (tiny sizes; the test suite runs every
-benchmark that way with --benchmark-disable so none of them rots). The JSON that
-``--benchmark-json`` writes carries the device, torch/triton versions and pyslice's build.
+Sizes: ``PYSLICE_BENCH=full`` (default), ``smoke`` (tiny sizes; the test suite runs every
+benchmark that way with --benchmark-disable so none of them rots) or ``gpu`` (sizes that fill a
+data-centre GPU, run by benchmarks/gpu_check.py; without a CUDA GPU every benchmark is collected
+but skipped). The JSON that ``--benchmark-json`` writes carries the device, torch/triton versions,
+the preset and pyslice's build.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from bench_common import DEVICE, device_name
+from bench_common import DEVICE, GPU, PRESET, device_name
 
 from pyslice import VonMisesMixture
 
@@ -29,6 +32,26 @@ def pytest_benchmark_update_machine_info(config, machine_info: dict) -> None:
     except Exception:  # noqa: BLE001 - informational only
         machine_info["triton"] = None
     machine_info["pyslice_build"] = _compiled.build_info()
+    machine_info["pyslice_bench_preset"] = PRESET
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # GPU sizes on a CPU would run for hours: collect (gpu_check.py --dry-run checks that) but skip.
+    if GPU and DEVICE != "cuda":
+        skip = pytest.mark.skip(reason="PYSLICE_BENCH=gpu needs a CUDA GPU")
+        here = Path(__file__).resolve().parent
+        for item in items:
+            if item.path.resolve().is_relative_to(here):  # only benchmarks, in a mixed session
+                item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_benchmark_generate_json(config, benchmarks, include_data, machine_info, commit_info):
+    # A run stopped by SIGINT (gpu_check.py stops a step so at its time limit) leaves the benchmark
+    # it cut short without rounds, on which pytest-benchmark's JSON fails: drop that one, so that
+    # --benchmark-json still holds every finished benchmark.
+    benchmarks[:] = [bench for bench in benchmarks if bench]  # falsy: no round timed
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
-"""Force-field energy: pyslice against OpenMM's CPU platform, side by side in one session.
+"""Force-field energy: pyslice against OpenMM's CPU and CUDA platforms, side by side in one session.
 
 Full energy: B conformations (bpti, t4-lysozyme; hydrogens added) evaluated by pyslice in one call
 against OpenMM looping context.setPositions + getState(getEnergy=True) over the same conformations.
 delta(): one residue's side chain moved per conformation (pyslice.delta on B rows) against OpenMM
 computing the full energy per move, which is what the reference approach does.
-Every contestant is checked against OpenMM's energies before it is timed. Units: conformations
-(or moves) per second = B / time per call. Runs on DEVICE (CUDA when available).
+Every contestant is checked against OpenMM's energies (CPU platform) before it is timed; the CUDA
+platform's baselines skip, with the reason, where OpenMM has no working CUDA platform. Units:
+conformations (or moves) per second = B / time per call. Runs on DEVICE (CUDA when available).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from pyslice._data import data_dir  # noqa: E402
 from pyslice.energy.forcefield import ForceFieldEnergy  # noqa: E402
 
 STRUCTURES = ["bpti", "t4-lysozyme"]
-BATCH = size(256, 4)
+BATCH = size(256, 4, gpu=4096)
 BASELINE_CONFS = size(64, 2)  # OpenMM is timed per conformation; fewer suffice
+OPENMM_PLATFORMS = ["CPU", "CUDA"]
+# OpenMM's CUDA platform computes in single precision by default: checked against its CPU platform
+# on the same conformations within this relative tolerance before it is timed.
+OPENMM_CUDA_RTOL = 1e-3
 
 
 class _Structure:
@@ -77,6 +82,27 @@ def _setup(name: str):
     return structure, context, x, new, moved
 
 
+@functools.cache
+def _openmm_context(name: str, platform: str):
+    """A Context of the same System on ``platform`` (the CPU one is _setup's); skips with the
+    reason where OpenMM cannot make one here."""
+    _, cpu_context, x, _, _ = _setup(name)
+    if platform == "CPU":
+        return cpu_context
+    try:
+        context = openmm.Context(
+            cpu_context.getSystem(),
+            openmm.VerletIntegrator(0.001),
+            openmm.Platform.getPlatformByName(platform),
+        )
+    except Exception as exc:  # noqa: BLE001 - OpenMMException: no such platform, no device
+        pytest.skip(f"OpenMM {platform} platform unavailable: {str(exc).splitlines()[0]}")
+    expected = _openmm_energies(cpu_context, x[:BASELINE_CONFS])
+    got = _openmm_energies(context, x[:BASELINE_CONFS])
+    np.testing.assert_allclose(got, expected, rtol=OPENMM_CUDA_RTOL)
+    return context
+
+
 def _openmm_energies(context, x: torch.Tensor) -> np.ndarray:
     out = []
     for conf in x.double().numpy():
@@ -104,18 +130,20 @@ def test_energy_pyslice(benchmark, name: str) -> None:
         sync()
         return out
 
-    benchmark.pedantic(run, rounds=size(5, 1), iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=size(5, 1, gpu=20), iterations=1, warmup_rounds=1)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["conformations_per_s"] = BATCH / benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("name", STRUCTURES)
-def test_energy_openmm_cpu(benchmark, name: str) -> None:
-    _, context, x, _, _ = _setup(name)
+@pytest.mark.parametrize("platform", OPENMM_PLATFORMS)
+def test_energy_openmm(benchmark, name: str, platform: str) -> None:
+    _, _, x, _, _ = _setup(name)
+    context = _openmm_context(name, platform)
     confs = x[:BASELINE_CONFS]
     benchmark.group = f"energy {name} B={BATCH}"
-    benchmark.extra_info.update(device="cpu", backend="openmm-CPU", batch=len(confs),
-                                n_atoms=x.shape[1])  # fmt: skip
+    benchmark.extra_info.update(device=platform.lower(), backend=f"openmm-{platform}",
+                                batch=len(confs), n_atoms=x.shape[1])  # fmt: skip
     benchmark.pedantic(_openmm_energies, args=(context, confs), rounds=size(3, 1), iterations=1)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["conformations_per_s"] = len(confs) / benchmark.stats.stats.median
@@ -140,18 +168,21 @@ def test_delta_pyslice(benchmark, name: str) -> None:
         sync()
         return out
 
-    benchmark.pedantic(run, rounds=size(5, 1), iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=size(5, 1, gpu=20), iterations=1, warmup_rounds=1)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["moves_per_s"] = BATCH / benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("name", STRUCTURES)
-def test_delta_openmm_cpu(benchmark, name: str) -> None:
+@pytest.mark.parametrize("platform", OPENMM_PLATFORMS)
+def test_delta_openmm(benchmark, name: str, platform: str) -> None:
     """The reference approach: a full OpenMM energy per proposed move."""
-    _, context, _, new, _ = _setup(name)
+    _, _, _, new, _ = _setup(name)
+    context = _openmm_context(name, platform)
     confs = new[:BASELINE_CONFS]
     benchmark.group = f"delta one residue {name} B={BATCH}"
-    benchmark.extra_info.update(device="cpu", backend="openmm-CPU", batch=len(confs))
+    benchmark.extra_info.update(device=platform.lower(), backend=f"openmm-{platform}",
+                                batch=len(confs))  # fmt: skip
     benchmark.pedantic(_openmm_energies, args=(context, confs), rounds=size(3, 1), iterations=1)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["moves_per_s"] = len(confs) / benchmark.stats.stats.median
