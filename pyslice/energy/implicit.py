@@ -21,8 +21,9 @@ For a move of the atoms S (M of them):
 1. I'_i = I_i + sum_{m in S} [g_im(new) - g_im(old)] for i not in S, and I'_i = sum_j g_ij(new)
    for i in S (g_ij: atom j's descreening of atom i): O(M N);
 2. B' from I' (O(N));
-3. the atoms whose inputs changed, A = S + {i : B'_i != B_i in the compute dtype}; the self and
-   ACE terms of A (O(N)) and every pair with an endpoint in A, new minus old: O(|A| N).
+3. the self and ACE terms, new minus old (O(N)); the atoms whose pair inputs changed,
+   A = S + {i : B'_i != B_i in the compute dtype}, and every pair with an endpoint in A, new
+   minus old: O(|A| N). Every other pair term is bitwise unchanged.
 
 Without a cutoff a move changes every atom's integral, so A is every atom and step 3 is O(N^2):
 the delta costs about one pass over the pairs, as a full energy's polar term does (measured on
@@ -324,14 +325,14 @@ def implicit_delta_reference(
     b, k = valid.nonzero(as_tuple=True)
     integrals[b, moved[b, k]] = own[b, k]
 
-    # 2. Born radii; 3. the atoms whose inputs changed, in the dtype the pair terms read.
+    # 2. Born radii and the per-atom terms (float64, O(N): zero change where B is unchanged).
     born = born_radii(tables, integrals)
-    changed = in_s | (born.to(tables.dtype) != state.born.to(tables.dtype))
     self_new, ace_new = per_atom_energy(tables, born)
     self_old, ace_old = per_atom_energy(tables, state.born)
-    zero = torch.zeros_like(self_new)
-    d_self = torch.where(changed, self_new - self_old, zero).sum(-1)
-    d_ace = torch.where(changed, ace_new - ace_old, zero).sum(-1)
+    d_self, d_ace = (self_new - self_old).sum(-1), (ace_new - ace_old).sum(-1)
+    # 3. The pairs with an endpoint whose inputs changed (position, or B in the dtype the pair
+    # terms read): new minus old; every other pair term is bitwise unchanged.
+    changed = in_s | (born.to(tables.dtype) != state.born.to(tables.dtype))
     width = int(changed.sum(1).max()) if batch else 0
     rows = torch.argsort((~changed).to(torch.int8), dim=1, stable=True)[:, :width]
     row_valid = changed.gather(1, rows)

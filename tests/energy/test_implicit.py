@@ -330,17 +330,17 @@ def residue_moves(protein: Protein, chi: torch.Tensor, residues: list, seed: int
 
 
 def assert_delta_exact(tables: ImplicitTables, old, new, moved, state=None) -> BornState:
-    """delta == E(new) - E(old) (1e-8 of |E| in float64, 1e-6 in float32: the same float32 pair
-    values, summed in another order) and the returned state == the new conformation's."""
+    """delta == E(new) - E(old) to 1e-8 of |E| in both dtypes (float32 too: the pair values are
+    the same float32 numbers, summed in float64 in another order), and the returned state ==
+    the new conformation's."""
     dtype = tables.dtype
     e_old, s_old = implicit_energy_reference(tables, old.to(dtype))
     e_new, s_new = implicit_energy_reference(tables, new.to(dtype))
     delta, state_new = implicit_delta_reference(
         tables, old.to(dtype), new.to(dtype), moved, s_old if state is None else state
     )
-    tol = 1e-8 if dtype == torch.float64 else 1e-6
     scale = e_old.abs().sum(-1, keepdim=True)
-    assert torch.all((delta - (e_new - e_old)).abs() <= tol * scale), (delta, e_new - e_old)
+    assert torch.all((delta - (e_new - e_old)).abs() <= 1e-8 * scale), (delta, e_new - e_old)
     torch.testing.assert_close(state_new.born, s_new.born, rtol=1e-12, atol=0)
     torch.testing.assert_close(state_new.integrals, s_new.integrals, rtol=1e-12, atol=1e-12)
     return state_new
@@ -435,6 +435,23 @@ def test_delta_reads_only_moved_rows() -> None:
     expected, _ = implicit_delta_reference(tables, old, new, moved, state)
     got, _ = implicit_delta_reference(tables, old, noisy, moved)  # state=None: computed
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_empty_batches_moves_and_strided_input() -> None:
+    protein = peptide("GKD")
+    tables = implicit_tables_from_system(system_for(protein, "gbn2"))
+    x = protein.build(random_chi(protein, 3, seed=14)).double()
+    terms, state = implicit_energy_reference(tables, x)
+    empty, empty_state = implicit_energy_reference(tables, x[:0])
+    assert empty.shape == (0, 2) and empty_state.born.shape == (0, protein.n_atoms)
+    none = torch.zeros(0, 2, dtype=torch.int64)
+    assert implicit_delta_reference(tables, x[:0], x[:0], none)[0].shape == (0, 2)
+    for moved in (torch.zeros(3, 0, dtype=torch.int64), torch.full((3, 2), -1)):
+        delta, after = implicit_delta_reference(tables, x, x + 0.1, moved, state)
+        assert torch.all(delta == 0) and torch.equal(after.born, state.born)
+    strided = x.transpose(0, 1).contiguous().transpose(0, 1)  # (B, N, 3) view, not contiguous
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(implicit_energy_reference(tables, strided)[0], terms, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------
