@@ -219,6 +219,13 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def _is_number(token: str) -> bool:
+    try:
+        return math.isfinite(float(token))
+    except ValueError:
+        return False
+
+
 def _split(text: str) -> tuple[list[str], dict[str, list[str]]]:
     """(main tokens, {name: tokens}) of 'main; name=value; ...' (Lepton's definitions)."""
     segments: list[list[str]] = [[]]
@@ -247,12 +254,8 @@ def _match_tokens(got: list[str], form: list[str], where: str) -> dict[str, floa
         g = got[k] if k < len(got) else "<end>"
         f = form[k] if k < len(form) else "<end>"
         if f.startswith("{") and f.endswith("}"):
-            try:
-                value = float(g)
-            except ValueError:
-                value = math.nan
-            if math.isfinite(value):
-                values[f[1:-1]] = value
+            if _is_number(g):
+                values[f[1:-1]] = float(g)
                 continue
             f = "a finite number"
         if g != f:
@@ -292,7 +295,7 @@ def _closest(text: str, forms: dict) -> tuple[Any, dict[str, float]]:
         got = _tokens(text)
         n = 0
         while n < min(len(got), len(form_tokens)) and (
-            got[n] == form_tokens[n] or form_tokens[n].startswith("{")
+            got[n] == form_tokens[n] or (form_tokens[n].startswith("{") and _is_number(got[n]))
         ):
             n += 1
         return n
