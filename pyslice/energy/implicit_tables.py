@@ -325,9 +325,9 @@ def _custom_gb_force(system: openmm.System) -> openmm.CustomGBForce:
 
 def _refuse(what: str, detail: str) -> ValueError:
     return ValueError(
-        f"the CustomGBForce's {what} is not a form pyslice evaluates ({detail}); its energy "
-        "would differ from OpenMM's. Supported: amber14 implicit/gbn2.xml, obc2.xml, gbn.xml, "
-        "obc1.xml as OpenMM builds them"
+        f"the CustomGBForce differs from the forms pyslice evaluates in its {what} ({detail}); "
+        "its energy would differ from OpenMM's. Supported: amber14 implicit/gbn2.xml, obc2.xml, "
+        "gbn.xml, obc1.xml as OpenMM builds them"
     )
 
 
