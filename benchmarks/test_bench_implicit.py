@@ -24,11 +24,6 @@ from openmm import app, unit  # noqa: E402
 
 from pyslice import Protein  # noqa: E402
 from pyslice._data import data_dir  # noqa: E402
-from pyslice.energy.forcefield import (  # noqa: E402
-    energy_delta_reference,
-    energy_reference,
-    tables_from_system,
-)
 from pyslice.energy.implicit import (  # noqa: E402
     implicit_delta_reference,
     implicit_energy_reference,
@@ -37,6 +32,8 @@ from pyslice.energy.implicit_tables import (  # noqa: E402
     implicit_tables_from_system,
     without_implicit_solvent,
 )
+from pyslice.energy.reference import energy_delta_reference, energy_reference  # noqa: E402
+from pyslice.energy.tables import tables_from_system  # noqa: E402
 
 BATCH = size(64, 2)
 CPU_CONFS = size(16, 2)  # OpenMM is timed per conformation; fewer suffice

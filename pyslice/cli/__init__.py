@@ -28,12 +28,7 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pyslice`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "passthrough", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "passthrough", False):
-        args.options = extra
+    args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pyslice.energy.forcefield import MIN_R2
 from pyslice.energy.implicit_tables import ImplicitTables
+from pyslice.energy.tables import MIN_R2
 
 __all__ = [
     "IMPLICIT_TERMS",

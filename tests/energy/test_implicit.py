@@ -16,7 +16,6 @@ openmm = pytest.importorskip("openmm")
 from openmm import app, unit  # noqa: E402
 
 from pyslice import Protein  # noqa: E402
-from pyslice.energy.forcefield import energy_reference, tables_from_system  # noqa: E402
 from pyslice.energy.implicit import (  # noqa: E402
     IMPLICIT_TERMS,
     BornState,
@@ -29,6 +28,8 @@ from pyslice.energy.implicit_tables import (  # noqa: E402
     implicit_tables_from_system,
     without_implicit_solvent,
 )
+from pyslice.energy.reference import energy_reference  # noqa: E402
+from pyslice.energy.tables import tables_from_system  # noqa: E402
 
 RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
