@@ -113,7 +113,7 @@ ROTORS: dict[str, tuple[str, str, str, str]] = {
     "CYS": ("CA", "CB", "SG", "HG"),
     "TYR": ("CE1", "CZ", "OH", "HH"),
     "LYS": ("CD", "CE", "NZ", "HZ1"),
-    "LYN": ("CD", "CE", "NZ", "HZ2"),
+    "LYN": ("CD", "CE", "NZ", "HZ1"),
 }
 
 #: Exact symmetries per variant: each a tuple of (column name, shift in radians) applied together.
@@ -274,7 +274,7 @@ def torsion_of(positions: Mapping[str, np.ndarray], names: Iterable[str]) -> flo
 def residue_variant(name: str, atom_names: Iterable[str], disulfide: bool = False) -> str:
     """The amber14 variant of a residue from its name and atom names (pyslice keeps PDB names such
     as HIS and CYS; the variant shows in the hydrogens present): HIS -> HID (HD1), HIE (HE2) or
-    HIP (both); ASP with HD2 -> ASH; GLU with HE2 -> GLH; LYS without HZ1 but with HZ2 -> LYN;
+    HIP (both); ASP with HD2 -> ASH; GLU with HE2 -> GLH; LYS with two of HZ1-HZ3 -> LYN;
     CYS with HG -> CYS, else CYX when ``disulfide`` (SG bonded to another residue) or CYM.
 
     Raises ValueError for a residue type without a template, or a HIS with neither HD1 nor HE2.
@@ -298,8 +298,8 @@ def residue_variant(name: str, atom_names: Iterable[str], disulfide: bool = Fals
         return "ASH" if "HD2" in names else "ASP"
     if parent == "GLU":
         return "GLH" if "HE2" in names else "GLU"
-    if parent == "LYS":
-        return "LYN" if "HZ1" not in names and "HZ2" in names else "LYS"
+    if parent == "LYS":  # OpenMM names LYN's two amine hydrogens HZ1, HZ2
+        return "LYN" if len(names & {"HZ1", "HZ2", "HZ3"}) == 2 else "LYS"
     if parent not in VARIANTS:
         raise ValueError(f"residue {name}: no ideal-geometry template (known: {VARIANTS})")
     return parent
