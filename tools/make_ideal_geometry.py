@@ -3,7 +3,7 @@ variant (pyslice.geometry.templates), from amber14; print how far each template'
 lies from amber's r0 / theta0.
 
     python tools/make_ideal_geometry.py            # write the shipped file
-    python tools/make_ideal_geometry.py --check    # exit 1 if the shipped file differs
+    python tools/make_ideal_geometry.py --check    # exit 1 if the shipped file differs (by > 1e-9)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import math
 import sys
 from pathlib import Path
 
-from pyslice.geometry.ideal_geometry import compute_templates, templates_json
-from pyslice.geometry.templates import amber_deviations
+from pyslice.geometry.ideal_geometry import compute_templates, same_templates, templates_json
+from pyslice.geometry.templates import amber_deviations, load_templates
 
 FORCEFIELD = ("amber14-all.xml",)
 TARGET = Path(__file__).resolve().parents[1] / "pyslice" / "data" / "ideal_geometry.json"
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = dumps(templates_json(computed, FORCEFIELD)) + "\n"
     if args.check:
-        same = args.out.is_file() and args.out.read_text(encoding="utf-8") == text
+        same = args.out.is_file() and same_templates(computed, load_templates(str(args.out)))
         print(f"{args.out}: {'up to date' if same else 'DIFFERS from a fresh computation'}")
         return 0 if same else 1
     args.out.write_text(text, encoding="utf-8")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import openmm
     from openmm import app
 
-__all__ = ["compute_templates", "templates_json"]
+__all__ = ["compute_templates", "same_templates", "templates_json"]
 
 # Variants whose aromatic ring is made exactly mirror-symmetric (its partners are equivalent).
 _MIRRORED = frozenset({"PHE", "TYR"})
@@ -90,6 +90,24 @@ def templates_json(computed: dict[str, Template], forcefield: Sequence[str]) -> 
         "openmm": openmm.__version__,
         "templates": {v: template_to_json(t) for v, t in computed.items()},
     }
+
+
+def same_templates(a: dict[str, Template], b: dict[str, Template], tolerance: float = 1e-9) -> bool:
+    """True when two template sets agree: the same variants, atoms and names, and every number
+    within ``tolerance`` (the computation is reproducible to ~1e-15, not bit for bit)."""
+
+    def close(x: object, y: object) -> bool:
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            return len(x) == len(y) and all(close(p, q) for p, q in zip(x, y))
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+        if isinstance(x, float) and isinstance(y, float):
+            return abs(x - y) <= tolerance
+        return x == y
+
+    return list(a) == list(b) and all(
+        close(template_to_json(a[v]), template_to_json(b[v])) for v in a
+    )
 
 
 # -------------------------------------------------------------------------------- the peptide
@@ -209,19 +227,34 @@ def _equilibrium_values(system: openmm.System) -> tuple[dict, dict]:
 
 def _relax(system: openmm.System, topology: app.Topology, xyz: np.ndarray) -> np.ndarray:
     """Positions minimised under the bonded terms that shape a residue, every atom free: bonds,
-    angles, impropers, and the proper torsions about bonds between two trigonal C / N atoms (they
-    keep amide, guanidinium and aromatic groups planar). Proper torsions about other bonds are
-    left out: in the peptide they strain the angles at CA by up to 3 degrees."""
+    angles, impropers, the proper torsions about bonds between two trigonal C / N atoms (they
+    keep amide, guanidinium and aromatic groups planar) and those about a bond of a five-membered
+    ring (they pucker PRO's). Other proper torsions are left out: in the peptide they strain the
+    angles at CA by up to 3 degrees."""
     import openmm
     from openmm import unit
 
     residue_of = [atom.residue.index for atom in topology.atoms()]
     bonded = {frozenset((x.index, y.index)) for x, y in topology.bonds()}
-    degree = [0] * topology.getNumAtoms()
+    neighbours: list[set[int]] = [set() for _ in range(topology.getNumAtoms())]
     for x, y in topology.bonds():
-        degree[x.index] += 1
-        degree[y.index] += 1
-    trigonal = [degree[a.index] == 3 and a.element.symbol in ("C", "N") for a in topology.atoms()]
+        neighbours[x.index].add(y.index)
+        neighbours[y.index].add(x.index)
+    trigonal = [
+        len(neighbours[a.index]) == 3 and a.element.symbol in ("C", "N") for a in topology.atoms()
+    ]
+
+    def shaping(i: int, j: int, m: int, n: int) -> bool:
+        if not all(frozenset(p) in bonded for p in ((i, j), (j, m), (m, n))):
+            return True  # an improper
+        return (trigonal[j] and trigonal[m]) or in_five_ring(j, m)
+
+    def in_five_ring(j: int, m: int) -> bool:  # the bond j-m closes a five-membered ring
+        return any(
+            neighbours[x] & neighbours[y] - {j, m}
+            for x in neighbours[j] - {m}
+            for y in neighbours[m] - {j}
+        )
 
     def local(*atoms: int) -> bool:  # terms across the disulfide join distant residues
         span = [residue_of[i] for i in atoms]
@@ -249,8 +282,7 @@ def _relax(system: openmm.System, topology: app.Topology, xyz: np.ndarray) -> np
         elif isinstance(force, openmm.PeriodicTorsionForce):
             for k in range(force.getNumTorsions()):
                 i, j, m, n, period, phase, kt = force.getTorsionParameters(k)
-                proper = all(frozenset(p) in bonded for p in ((i, j), (j, m), (m, n)))
-                if local(i, j, m, n) and (not proper or (trigonal[j] and trigonal[m])):
+                if local(i, j, m, n) and shaping(i, j, m, n):
                     torsions.addTorsion(i, j, m, n, period, phase, kt)
     for force in (bonds, angles, torsions):
         relax.addForce(force)

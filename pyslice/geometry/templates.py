@@ -25,7 +25,8 @@ Where every number comes from (computed by
    angle's ``theta0`` (HarmonicAngleForce).
 3. The whole peptide is relaxed (OpenMM Reference platform, float64, to 1e-6 kJ/mol/nm RMS force)
    under the bonds, the angles, the impropers, and the proper torsions about bonds between two
-   trigonal C / N atoms (they keep amide, guanidinium and aromatic groups planar); no other proper
+   trigonal C / N atoms (they keep amide, guanidinium and aromatic groups planar) or in a
+   five-membered ring (they pucker PRO: without them its ring relaxes flat); no other proper
    torsion (they strain the angles at CA by up to 3 degrees) and no nonbonded term; the
    disulfide's terms are dropped. Checked there: L at CA, ILE / THR CB as in L amino acids,
    VAL / LEU methyl names as in deposited structures. CH2 hydrogens are named as in deposited

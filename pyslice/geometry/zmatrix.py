@@ -71,68 +71,60 @@ _PAD_REFS = (2, 0, 1)  # a padding slot is "placed" from (C, N, CA) at zero bond
 
 @dataclass(frozen=True)
 class ZMatrixTables:
-    """A builder's tables in one dtype on one device. R built residues, K placed slots per residue
-    (local slot ``3 + k``; slots 0-2 are N, CA, C), A the most atoms of one residue."""
+    """A builder's tables in one dtype on one device.
+
+    The full build places M atoms level by level, each once (``place_*``). Block builds use the
+    same values per built residue (R of them) in local slots: slots 0-2 are its N, CA, C, slot
+    ``3 + k`` its k-th placed slot (K per residue, levels padded to the widest residue); A is the
+    most atoms one residue places.
+    """
 
     reference: torch.Tensor  # (N, 3) input positions: what the build starts from
+    place_atom: torch.Tensor  # (M,) int64 atom placed, level by level
+    place_refs: torch.Tensor  # (M, 3) int64 atoms a, b, c it is placed from
+    place_bond: torch.Tensor  # (M,) |cd|, nm
+    place_angle: torch.Tensor  # (M,) bcd, radians
+    place_torsion: torch.Tensor  # (M,) fixed dihedral, or offset added to the column
+    place_column: torch.Tensor  # (M,) int64 builder column, n_columns (a zero column) for none
+    place_level_start: torch.Tensor  # (L + 1,) int64 offsets of the levels, always on the CPU
     backbone: torch.Tensor  # (R, 3) int64 atom indices of N, CA, C
     atom: torch.Tensor  # (R, K) int64 atom placed in each slot, -1 for padding
     refs: torch.Tensor  # (R, K, 3) int64 local slots of a, b, c
-    bond: torch.Tensor  # (R, K) |cd|, nm
-    angle: torch.Tensor  # (R, K) bcd, radians
-    torsion: torch.Tensor  # (R, K) fixed dihedral, or offset added to the column
-    column: torch.Tensor  # (R, K) int64 builder column, n_columns (a zero column) for none
+    bond: torch.Tensor  # (R, K)
+    angle: torch.Tensor  # (R, K)
+    torsion: torch.Tensor  # (R, K)
+    column: torch.Tensor  # (R, K) int64
     level_start: torch.Tensor  # (L + 1,) int64 slot offsets of the levels, always on the CPU
     compact: torch.Tensor  # (R, A) int64 slot k of each of the residue's atoms, -1 padding
     compact_atom: torch.Tensor  # (R, A) int64 its atom index, -1 padding
-    placed_slot: torch.Tensor  # (M,) int64 flat slot r * K + k of every placed atom
-    placed_atom: torch.Tensor  # (M,) int64 its atom index
     residue_row: torch.Tensor  # (n_residues,) int64 row of each topology residue, -1 if not built
 
 
-def _local_build(tables: ZMatrixTables, columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Local slot positions ``(B, S, 3 + K, 3)`` of residues ``rows`` ((1, S) shared by the batch,
-    or (B, S); every entry a valid row)."""
-    t = tables
-    batch, width = columns.shape[0], rows.shape[1]
-    n_slots = t.atom.shape[1]
-    local = columns.new_zeros((batch, width, 3 + n_slots, 3))
-    local[:, :, :3] = t.reference[t.backbone[rows]]
-    # Column n_columns is a zero column: atoms without one add nothing to their dihedral.
-    padded = torch.cat([columns, columns.new_zeros((batch, 1))], dim=1)
-    column = t.column[rows]
-    if column.shape[0] == 1:
-        from_columns = padded[:, column[0]]
-    else:
-        flat = column.reshape(batch, width * n_slots)
-        from_columns = torch.gather(padded, 1, flat).reshape(column.shape)
-    torsion = t.torsion[rows] + from_columns  # (B, S, K)
-    bond, angle = t.bond[rows], t.angle[rows]
-    along = -bond * torch.cos(angle)  # the component along b->c
-    across = bond * torch.sin(angle)
-    refs = t.refs[rows]
-    bi = torch.arange(batch, device=columns.device).view(batch, 1, 1)
-    si = torch.arange(width, device=columns.device).view(1, width, 1)
-    starts = t.level_start.tolist()
-    for lo, hi in zip(starts[:-1], starts[1:]):
-        r = refs[:, :, lo:hi]
-        a = local[bi, si, r[..., 0]]
-        b = local[bi, si, r[..., 1]]
-        c = local[bi, si, r[..., 2]]
-        # NeRF, as angles.place_atom: frame (bc, m, n) from the plane of a, b, c.
-        bc = c - b
-        bc = bc / torch.linalg.vector_norm(bc, dim=-1, keepdim=True)
-        n = torch.linalg.cross(b - a, bc, dim=-1)
-        n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True)
-        m = torch.linalg.cross(n, bc, dim=-1)
-        tau = torsion[:, :, lo:hi]
-        side = across[..., lo:hi]
-        local[:, :, 3 + lo : 3 + hi] = c + (
-            along[..., lo:hi, None] * bc
-            + (side * torch.cos(tau))[..., None] * m
-            + (side * torch.sin(tau))[..., None] * n
-        )
-    return local
+def _nerf(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    along: torch.Tensor,
+    across: torch.Tensor,
+    torsion: torch.Tensor,
+) -> torch.Tensor:
+    """Atoms d from a, b, c (..., 3): angles.place_atom's frame (bc, m, n) from the plane of
+    a, b, c, with ``along = -bond cos(angle)`` and ``across = bond sin(angle)`` (...,)."""
+    bc = c - b
+    bc = bc / torch.linalg.vector_norm(bc, dim=-1, keepdim=True)
+    n = torch.linalg.cross(b - a, bc, dim=-1)
+    n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True)
+    m = torch.linalg.cross(n, bc, dim=-1)
+    return c + (
+        along.unsqueeze(-1) * bc
+        + (across * torch.cos(torsion)).unsqueeze(-1) * m
+        + (across * torch.sin(torsion)).unsqueeze(-1) * n
+    )
+
+
+def _with_zero_column(columns: torch.Tensor) -> torch.Tensor:
+    # Column n_columns is zero: atoms without a column add nothing to their dihedral.
+    return torch.cat([columns, columns.new_zeros((columns.shape[0], 1))], dim=1)
 
 
 def build_reference(tables: ZMatrixTables, columns: torch.Tensor) -> torch.Tensor:
@@ -140,15 +132,42 @@ def build_reference(tables: ZMatrixTables, columns: torch.Tensor) -> torch.Tenso
 
     tables: in columns' dtype, on columns' device; columns: (B, n_columns). Returns (B, N, 3).
     """
-    out = tables.reference.expand(columns.shape[0], -1, -1).clone()
-    n_rows = tables.backbone.shape[0]
-    if n_rows == 0:
-        return out
-    rows = torch.arange(n_rows, device=columns.device).unsqueeze(0)
-    local = _local_build(tables, columns, rows)[:, :, 3:]
-    local = local.reshape(columns.shape[0], n_rows * tables.atom.shape[1], 3)
-    out[:, tables.placed_atom] = local[:, tables.placed_slot]
+    t = tables
+    out = t.reference.expand(columns.shape[0], -1, -1).clone()
+    torsion = t.place_torsion + _with_zero_column(columns)[:, t.place_column]  # (B, M)
+    along = -t.place_bond * torch.cos(t.place_angle)
+    across = t.place_bond * torch.sin(t.place_angle)
+    starts = t.place_level_start.tolist()
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        refs = t.place_refs[lo:hi]
+        a, b, c = (out[:, refs[:, k]] for k in range(3))
+        out[:, t.place_atom[lo:hi]] = _nerf(a, b, c, along[lo:hi], across[lo:hi], torsion[:, lo:hi])
     return out
+
+
+def _local_build(tables: ZMatrixTables, columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Local slot positions ``(B, S, 3 + K, 3)`` of residues ``rows (B, S)`` (valid rows)."""
+    t = tables
+    batch, width = rows.shape
+    n_slots = t.atom.shape[1]
+    local = columns.new_zeros((batch, width, 3 + n_slots, 3))
+    local[:, :, :3] = t.reference[t.backbone[rows]]
+    column = t.column[rows].reshape(batch, width * n_slots)
+    from_columns = torch.gather(_with_zero_column(columns), 1, column)
+    torsion = t.torsion[rows] + from_columns.reshape(batch, width, n_slots)
+    bond, angle = t.bond[rows], t.angle[rows]
+    along = -bond * torch.cos(angle)
+    across = bond * torch.sin(angle)
+    refs = t.refs[rows]
+    bi = torch.arange(batch, device=columns.device).view(batch, 1, 1)
+    si = torch.arange(width, device=columns.device).view(1, width, 1)
+    starts = t.level_start.tolist()
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        a, b, c = (local[bi, si, refs[:, :, lo:hi, k]] for k in range(3))
+        local[:, :, 3 + lo : 3 + hi] = _nerf(
+            a, b, c, along[..., lo:hi], across[..., lo:hi], torsion[..., lo:hi]
+        )
+    return local
 
 
 def build_residues_reference(
@@ -386,9 +405,25 @@ class ZMatrixBuilder:
         self.periodicity = torch.tensor(periodicity, dtype=torch.int64)
         self.symmetries: list[tuple[tuple[int, float], ...]] = symmetries
         self._moves: list[tuple[int, ...]] = moves
-        placed = (atom >= 0).reshape(-1)
+        # The full build's flat lists: each level's real slots, residue by residue.
+        global_of_slot = torch.cat([backbone, atom], dim=1)  # local slot -> atom index
+        placed = atom.tolist()
+        per_level = [
+            [(row, k) for row in range(n_rows) for k in range(lo, hi) if placed[row][k] >= 0]
+            for lo, hi in zip(level_start[:-1], level_start[1:])
+        ]
+        flat = [pair for level in per_level for pair in level]
+        r, k = torch.tensor(flat, dtype=torch.int64).reshape(-1, 2).unbind(1)
+        place_start = torch.tensor([0, *(len(level) for level in per_level)]).cumsum(0)
         self._tables64 = ZMatrixTables(
             reference=pos,
+            place_atom=atom[r, k],
+            place_refs=global_of_slot[r.unsqueeze(1), refs[r, k]],
+            place_bond=bond[r, k],
+            place_angle=angle[r, k],
+            place_torsion=torsion[r, k],
+            place_column=column[r, k],
+            place_level_start=place_start,
             backbone=backbone,
             atom=atom,
             refs=refs,
@@ -399,8 +434,6 @@ class ZMatrixBuilder:
             level_start=torch.tensor(level_start, dtype=torch.int64),
             compact=compact,
             compact_atom=compact_atom,
-            placed_slot=torch.nonzero(placed).reshape(-1),
-            placed_atom=atom.reshape(-1)[placed],
             residue_row=residue_row,
         )
 
@@ -412,7 +445,7 @@ class ZMatrixBuilder:
             moved = {}
             for field in t.__dataclass_fields__:
                 value = getattr(t, field)
-                if field != "level_start":  # the level loop reads it on the host
+                if "level_start" not in field:  # the level loops read them on the host
                     value = value.to(key[0])
                     value = value.to(dtype) if value.is_floating_point() else value
                 moved[field] = value.contiguous()
