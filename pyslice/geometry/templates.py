@@ -64,6 +64,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -157,8 +158,9 @@ class Entry:
 class Column:
     """One torsion column of a variant: ``name`` ("chi1".."chi4", "rotor HG", ...), ``kind``
     ("chi" or "rotor"), its four atoms (the dihedral a-b-c-d it is), ``periodicity`` (1, 2 or 3),
-    ``sampled`` (False for PRO and CYX), ``ideal`` (its value in the template geometry, radians:
-    where PRO's ring closes exactly) and ``moves`` (the atoms whose placement depends on it)."""
+    ``sampled`` (False for PRO and CYX), ``ideal`` (its value in the relaxed template geometry,
+    radians: where PRO's ring closes exactly; no preferred rotamer otherwise) and ``moves`` (the
+    atoms whose placement depends on it; those on its axis, like PHE CZ for chi2, stay put)."""
 
     name: str
     kind: str
@@ -373,7 +375,7 @@ def template_from_json(variant: str, data: Mapping[str, Any]) -> Template:
     )
 
 
-def load_templates(path: str | None = None) -> dict[str, Template]:
+def load_templates(path: str | os.PathLike | None = None) -> dict[str, Template]:
     """Templates read from a JSON file written by ``tools/make_ideal_geometry.py`` (default: the
     shipped ``pyslice/data/ideal_geometry.json``)."""
     with open(path or shipped_file(_FILE), encoding="utf-8") as handle:
