@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pyslice.geometry.angles import place_atom
-from pyslice.geometry.builder import CHI_ATOMS, RESIDUE_ALIASES
+from pyslice.geometry.chis import CHI_ATOMS, RESIDUE_ALIASES
 from pyslice.geometry.templates import (
     BACKBONE_ATOMS,
     ROTORS,

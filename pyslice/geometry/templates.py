@@ -74,7 +74,7 @@ import torch
 
 from pyslice._data import shipped_file
 from pyslice.geometry.angles import dihedral_numpy, place_atom, wrap_angle
-from pyslice.geometry.builder import RESIDUE_ALIASES
+from pyslice.geometry.chis import RESIDUE_ALIASES
 
 if TYPE_CHECKING:
     from openmm import app

@@ -43,7 +43,7 @@ import torch
 
 from pyslice import _checks
 from pyslice.geometry.angles import dihedral
-from pyslice.geometry.builder import RESIDUE_ALIASES
+from pyslice.geometry.chis import RESIDUE_ALIASES
 from pyslice.geometry.templates import (
     BACKBONE_ATOMS,
     VARIANTS,

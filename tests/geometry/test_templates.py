@@ -18,7 +18,7 @@ import pytest
 from openmm import app
 
 import pyslice
-from pyslice.geometry.builder import CHI_ATOMS, RESIDUE_ALIASES
+from pyslice.geometry.chis import CHI_ATOMS, RESIDUE_ALIASES
 from pyslice.geometry.ideal_geometry import compute_templates, same_templates
 from pyslice.geometry.templates import (
     BACKBONE_ATOMS,

@@ -16,7 +16,7 @@ from openmm import app, unit
 
 import pyslice
 from pyslice import _data
-from pyslice.geometry.builder import CHI_ATOMS
+from pyslice.geometry.chis import CHI_ATOMS
 from pyslice.geometry.templates import bond_angle, templates, variant_of
 from pyslice.geometry.zmatrix import ZMatrixBuilder
 
