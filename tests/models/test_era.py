@@ -381,12 +381,22 @@ def test_independence_acceptance_estimator() -> None:
 
     # q = p: every proposal accepted.
     assert independence_acceptance(torch.zeros(100, dtype=F64)) == pytest.approx(1.0)
-    # Two-point check against the exact expectation over p and q.
-    lw = torch.tensor([0.0, math.log(3.0)], dtype=F64)  # p/q = (1, 3) up to a constant
-    w = torch.tensor([0.25, 0.75], dtype=F64)
+    # Three draws: x ~ p by the self-normalised weights, x' one of the *other* draws.
+    lw = torch.tensor([0.0, math.log(3.0), math.log(0.5)], dtype=F64)  # p/q up to a constant
+    w = torch.softmax(lw, 0)
     exact = sum(
         float(w[i]) * 0.5 * min(1.0, math.exp(float(lw[j] - lw[i])))
-        for i in range(2)
-        for j in range(2)
+        for i in range(3)
+        for j in range(3)
+        if j != i
     )
     assert independence_acceptance(lw) == pytest.approx(exact)
+    # One draw holds all of p's weight: the true acceptance is ~0. A draw proposed against
+    # itself (accepted with ratio 1) must not count, or the estimate would be floored at 1/n.
+    lw = torch.full((32,), -1000.0, dtype=F64)
+    lw[0] = 0.0
+    assert independence_acceptance(lw) < 1e-100
+    # a clash (-inf) is a proposal that is never accepted: it lowers the estimate
+    with_clash = torch.tensor([0.0, 0.0, -math.inf], dtype=F64)
+    assert independence_acceptance(with_clash) == pytest.approx(0.5)
+    assert math.isnan(independence_acceptance(torch.tensor([0.0], dtype=F64)))

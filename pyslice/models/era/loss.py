@@ -19,6 +19,8 @@ preference optimization to search chemical space at scale" (2024).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -91,9 +93,15 @@ def independence_acceptance(log_weight: torch.Tensor) -> float:
     importance log-weights ``log p~(x_i) - log q(x_i)`` of draws x_i ~ q (p unnormalised):
     E_{x~p, x'~q}[min(1, w(x')/w(x))] estimated by self-normalised importance sampling."""
     lw = log_weight.to(torch.float64).flatten()
-    lw = lw[torch.isfinite(lw)]
-    if lw.numel() == 0:
+    # NaN is undefined and dropped; -inf (a draw p never accepts, e.g. a clash) stays: as a
+    # proposal it counts, with acceptance 0.
+    lw = lw[~torch.isnan(lw) & (lw < math.inf)]
+    n = lw.numel()
+    if n < 2 or not bool(torch.isfinite(lw).any()):
         return float("nan")
     weights = torch.softmax(lw, dim=0)  # x ~ p via self-normalised weights
     ratio = (lw.unsqueeze(0) - lw.unsqueeze(1)).clamp_max(0.0).exp()  # [i, j] = min(1, w_j/w_i)
-    return float((weights.unsqueeze(1) * ratio).sum() / lw.numel())
+    # -inf - -inf is NaN where both draws have weight 0: no contribution. The diagonal (a draw
+    # proposed against itself, ratio 1) is left out: it would floor the estimate at 1/n.
+    ratio = torch.nan_to_num(ratio, nan=0.0).fill_diagonal_(0.0)
+    return float((weights.unsqueeze(1) * ratio).sum() / (n - 1))
