@@ -381,64 +381,6 @@ def test_bad_arguments() -> None:
         builder.build(torch.zeros(1, builder.n_chi), backend="fortran")
 
 
-@pytest.mark.skipif(not _compiled.is_available(), reason="pyslice._C is unavailable")
-def test_compiled_binding_checks() -> None:
-    """The C++ binding re-checks what the Python wrapper guarantees, and never crashes."""
-    C = _compiled.load()  # noqa: N806
-    n_atoms, n_chi = 5, 2
-
-    def call(**changes):
-        kwargs = {
-            "positions": np.zeros((n_atoms, 3), np.float32),
-            "chi": np.zeros((4, n_chi), np.float32),
-            "chi_ref": np.zeros(n_chi, np.float32),
-            "axis": np.array([[0, 1], [1, 2]], np.int64),
-            "move_atom": np.array([2, 3, 4], np.int64),
-            "move_chi": np.array([0, 0, 1], np.int64),
-            "level_start": np.array([0, 2, 3, 3, 3], np.int64),
-            "out": np.zeros((4, n_atoms, 3), np.float32),
-        } | changes
-        C.build_sidechains_cpu(**kwargs)
-        return kwargs["out"]
-
-    assert call().shape == (4, n_atoms, 3)
-    with pytest.raises(TypeError, match="chi must have dtype float32"):
-        call(chi=np.zeros((4, n_chi)))
-    with pytest.raises(TypeError, match="positions.*numpy.ndarray"):
-        call(positions=[[0.0] * 3] * n_atoms)
-    with pytest.raises(ValueError, match="chi_ref must have shape"):
-        call(chi_ref=np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match="out must have shape"):
-        call(out=np.zeros((3, n_atoms, 3), np.float32))
-    with pytest.raises(ValueError, match="move_atom must hold atom indices.*got 5"):
-        call(move_atom=np.array([2, 3, 5], np.int64))
-    with pytest.raises(ValueError, match="axis must hold atom indices"):
-        call(axis=np.array([[0, 1], [1, -2]], np.int64))
-    with pytest.raises(ValueError, match="move_chi must hold chi indices"):
-        call(move_chi=np.array([0, 0, 2], np.int64))
-    with pytest.raises(ValueError, match="level_start must be non-decreasing"):
-        call(level_start=np.array([0, 3, 2, 3, 3], np.int64))
-    with pytest.raises(ValueError, match="level_start must be non-decreasing.*3"):
-        call(level_start=np.array([0, 1, 1, 1, 1], np.int64))
-    with pytest.raises(ValueError, match="C-contiguous"):
-        call(chi=np.zeros((n_chi, 4), np.float32).T)
-    shared = np.zeros((4, n_atoms, 3), np.float32)
-    with pytest.raises(ValueError, match="share memory"):
-        call(out=shared, positions=shared[0])
-    if not _compiled.cuda_compiled():
-        with pytest.raises(RuntimeError, match="without CUDA"):
-            C.build_sidechains_cuda(
-                0, 0, 0, 0, 0, 0, np.zeros(5, np.int64), 0, 1, 1, 1, "float32", 0
-            )
-    else:
-        with pytest.raises(ValueError, match="dtype"):
-            C.build_sidechains_cuda(0, 0, 0, 0, 0, 0, np.zeros(5, np.int64), 0, 1, 1, 1, "int8", 0)
-        with pytest.raises(ValueError, match="positions_ptr must not be 0"):
-            C.build_sidechains_cuda(
-                0, 0, 0, 0, 0, 0, np.zeros(5, np.int64), 8, 1, 1, 0, "float32", 0
-            )
-
-
 # ------------------------------------------------------------------- the shared structures
 
 

@@ -167,33 +167,3 @@ def test_bad_arguments_name_the_problem() -> None:
     state.chi = state.chi.t().contiguous().t()
     with pytest.raises(ValueError, match="contiguous"):
         metropolis_step(state, chi, energy, beta=1.0, seed=0, step=0)
-
-
-@pytest.mark.skipif(not _compiled.is_available(), reason="needs pyslice._C")
-def test_compiled_binding_rechecks_shapes() -> None:
-    import numpy as np
-
-    C = _compiled.load()
-    f32, i64 = np.float32, np.int64
-    args = [
-        np.zeros((4, 2), f32),
-        np.zeros((4, 2), f32),
-        np.zeros(4, f32),
-        np.zeros(4, f32),
-        np.zeros(4, f32),
-        np.zeros(4, f32),
-        np.zeros((4, 0), i64),
-        np.zeros((4, 0), i64),
-        np.zeros(4, i64),
-        np.zeros(4, bool),
-    ]
-    bad = list(args)
-    bad[3] = np.zeros(5, f32)
-    with pytest.raises(ValueError, match="energy_new"):
-        C.metropolis_step_cpu(*bad, 1.0, 0, 0)
-    bad = list(args)
-    bad[2] = np.zeros(4, np.float64)
-    with pytest.raises(TypeError, match="energy_new"):
-        C.metropolis_step_cpu(*bad, 1.0, 0, 0)
-    with pytest.raises(ValueError, match="beta"):
-        C.metropolis_step_cpu(*args, float("nan"), 0, 0)
