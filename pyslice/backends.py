@@ -30,7 +30,8 @@ class BackendUnavailable(RuntimeError):
 
 
 @functools.cache
-def _triton_import_error() -> str | None:
+def triton_import_error() -> str | None:
+    """Why Triton cannot be imported here, or None when it can."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'pyslice[gpu]')"
     try:
@@ -45,7 +46,7 @@ def triton_interpreted() -> bool:
 
 
 def _why_not_triton(device: torch.device) -> str | None:
-    if (reason := _triton_import_error()) is not None:
+    if (reason := triton_import_error()) is not None:
         return reason
     if device.type == "cuda":
         return None

@@ -26,7 +26,6 @@ from pyslice.geometry.builder import (
     parent_residue_name,
 )
 
-HAS_CUDA = torch.cuda.is_available()
 BOND_TOL = 1e-5  # nm
 ANGLE_TOL = 1e-4  # rad
 BACKBONE = {"N", "H", "H1", "H2", "H3", "CA", "HA", "HA2", "HA3", "C", "O", "OXT"}
@@ -34,24 +33,6 @@ BACKBONE = {"N", "H", "H1", "H2", "H3", "CA", "HA", "HA2", "HA3", "C", "O", "OXT
 ARG_ORDER = ["HB2", "HB3", "CG", "HG2", "HG3", "CD", "HD2", "HD3", "NE", "HE", "CZ"]
 ARG_ORDER += ["NH1", "HH11", "HH12", "NH2", "HH21", "HH22"]
 ARG_BEYOND = {1: "HB2", 2: "HG2", 3: "HD2", 4: "HE"}
-
-
-def _build_backends() -> list:
-    """(backend, device) pairs that implement sidechain_build here; CUDA ones marked gpu."""
-    params = [pytest.param(("reference", "cpu"), id="reference-cpu")]
-    if _compiled.is_available():
-        params.append(pytest.param(("cpu", "cpu"), id="cpu-cpu"))
-    if HAS_CUDA:
-        params.append(
-            pytest.param(("reference", "cuda"), id="reference-cuda", marks=pytest.mark.gpu)
-        )
-    if _compiled.is_available() and _compiled.cuda_compiled():
-        params.append(pytest.param(("cuda", "cuda"), id="cuda-cuda", marks=pytest.mark.gpu))
-    return params
-
-
-BUILD_BACKENDS = _build_backends()
-FAST_BACKENDS = [p for p in BUILD_BACKENDS if p.values[0][0] != "reference"]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -194,8 +175,8 @@ def test_peptide_tables() -> None:
         assert builder.downstream_atoms(j) == tuple(sorted(atoms[n] for n in beyond))
 
 
-def test_peptide_round_trip_and_wrap(any_build_backend) -> None:
-    backend, device = any_build_backend
+def test_peptide_round_trip_and_wrap(sidechain_build_backend) -> None:
+    backend, device = sidechain_build_backend
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     chi = builder.chi_angles()
@@ -210,10 +191,10 @@ def test_peptide_round_trip_and_wrap(any_build_backend) -> None:
         )
 
 
-def test_peptide_one_chi_at_a_time(any_build_backend) -> None:
+def test_peptide_one_chi_at_a_time(sidechain_build_backend) -> None:
     """Rotating chi j moves exactly its downstream atoms, keeps every bond and angle, and sets chi
     j to the target while the other chis keep their values."""
-    backend, device = any_build_backend
+    backend, device = sidechain_build_backend
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     chi0 = builder.chi_angles()
@@ -230,9 +211,8 @@ def test_peptide_one_chi_at_a_time(any_build_backend) -> None:
     assert float(_wrapped_gap(got, expected).abs().max()) < 1e-9
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_peptide_random_chis(any_build_backend, dtype: torch.dtype) -> None:
-    backend, device = any_build_backend
+def test_peptide_random_chis(sidechain_build_case) -> None:
+    backend, device, dtype = sidechain_build_case
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     x = _random_chi(builder, 9, seed=4) * 3  # beyond [-pi, pi): wrapped
@@ -250,9 +230,8 @@ def test_peptide_random_chis(any_build_backend, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("batch", [0, 1, 7])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fast_path_matches_reference(fast_build_backend, batch: int, dtype: torch.dtype) -> None:
-    backend, device = fast_build_backend
+def test_fast_path_matches_reference(fast_sidechain_build_case, batch: int) -> None:
+    backend, device, dtype = fast_sidechain_build_case
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     x = (_random_chi(builder, batch, seed=batch) * 2).to(dtype)
@@ -264,8 +243,8 @@ def test_fast_path_matches_reference(fast_build_backend, batch: int, dtype: torc
     torch.testing.assert_close(fast.cpu(), ref, atol=tol, rtol=0)
 
 
-def test_fast_path_non_contiguous_chi(fast_build_backend) -> None:
-    backend, device = fast_build_backend
+def test_fast_path_non_contiguous_chi(fast_sidechain_build_backend) -> None:
+    backend, device = fast_sidechain_build_backend
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     wide = _random_chi(builder, 10, seed=3).repeat(1, 2).float().to(device)
@@ -306,7 +285,7 @@ def test_automatic_backend_choice() -> None:
 # -------------------------------------------------------------------- movable and errors
 
 
-def test_movable_selection() -> None:
+def test_movable_selection(usable_backends) -> None:
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions, movable=[4, 0, 4])  # ARG 2 and a proline
     assert builder.movable_residues == (4,)
@@ -321,7 +300,7 @@ def test_movable_selection() -> None:
 
     none = SideChainBuilder(topology, positions, movable=[0, 1])
     assert none.n_chi == 0 and none.chi_angles().shape == (0,)
-    for backend, _ in [p.values[0] for p in BUILD_BACKENDS if p.values[0][1] == "cpu"]:
+    for backend in usable_backends("sidechain_build", "cpu"):
         out = none.build(torch.zeros(2, 0), backend=backend)
         assert torch.equal(out, positions.float().expand(2, -1, -1))
     assert SideChainBuilder(topology, positions, movable=torch.tensor([5])).movable_residues == (5,)
@@ -415,7 +394,7 @@ def test_structure_round_trip(data_dir: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["bpti.pdb", "t4-lysozyme.pdb"])
-def test_protein_one_chi_at_a_time(data_dir: Path, name: str) -> None:
+def test_protein_one_chi_at_a_time(data_dir: Path, name: str, usable_backends) -> None:
     """On whole proteins with hydrogens: every chi rotated alone, in one batch."""
     topology, positions = _read(data_dir / "structures" / name)
     assert any(a.element.symbol == "H" for a in topology.atoms())
@@ -442,7 +421,7 @@ def test_protein_one_chi_at_a_time(data_dir: Path, name: str) -> None:
         if int(builder.chi_index[j, 1]) > 0:
             assert got < set(builder.downstream_atoms(j - 1))
     for dtype in (torch.float32, torch.float64):
-        for backend, _ in [p.values[0] for p in FAST_BACKENDS if p.values[0][1] == "cpu"]:
+        for backend in set(usable_backends("sidechain_build", "cpu")) - {"reference"}:
             fast = builder.build(x[::7].to(dtype), backend=backend)
             ref = builder.build(x[::7].to(dtype), backend="reference")
             torch.testing.assert_close(
@@ -504,18 +483,6 @@ def test_all20aa_chis_match_numpy(data_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(params=BUILD_BACKENDS)
-def any_build_backend(request) -> tuple[str, str]:
-    return request.param
-
-
-@pytest.fixture(
-    params=FAST_BACKENDS or [pytest.param(None, marks=pytest.mark.skip("no fast path"))]
-)
-def fast_build_backend(request) -> tuple[str, str]:
-    return request.param
 
 
 # PRO-PRO-PRO (chain M) and ARG-ARG-ARG (chain O) with hydrogens: chains M and O of all20aa.pdb
