@@ -329,40 +329,56 @@ void* to_stream(py::handle value) {
 
 namespace {
 
+// An int of a shape or strides entry; the common case (a plain int) without pybind11's casts.
+int64_t dimension(PyObject* item, const char* name) {
+  if (PyLong_CheckExact(item)) {
+    int overflow = 0;
+    const long long value = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow == 0 && value >= 0) return value;
+  }
+  return args::to_int64(item, name, 0);
+}
+
+// Fills t.shape or t.strides from a tuple or list of ints; returns its length.
+int dimensions(const py::object& value, const char* name, int64_t* out) {
+  if (!PyTuple_Check(value.ptr()) && !PyList_Check(value.ptr())) {
+    throw py::type_error(std::string(name) + " must be a tuple of ints, got " +
+                         args::type_name(value));
+  }
+  const py::object items = py::reinterpret_steal<py::object>(PySequence_Fast(value.ptr(), name));
+  if (!items) throw py::error_already_set();
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(items.ptr());
+  if (n > kMaxDims) {
+    throw py::value_error(std::string(name) + " must have at most " + std::to_string(kMaxDims) +
+                          " dimensions, got " + args::repr_of(value));
+  }
+  for (Py_ssize_t d = 0; d < n; ++d) {
+    out[d] = dimension(PySequence_Fast_GET_ITEM(items.ptr(), d), name);
+  }
+  return static_cast<int>(n);
+}
+
+// True when the Python str `value` equals `text` (no allocation).
+bool str_equals(const py::object& value, const char* text) {
+  return PyUnicode_CompareWithASCIIString(value.ptr(), text) == 0;
+}
+
 Tensor make_tensor(const py::object& data, const py::object& shape, const py::object& strides,
                    const py::object& dtype, const py::object& device,
                    const py::object& device_index) {
   Tensor t;
   t.data = static_cast<uintptr_t>(args::to_uint64(data, "data", kMaxUint64, "[0, 2**64)"));
-  if (!py::isinstance<py::tuple>(shape) && !py::isinstance<py::list>(shape)) {
-    throw py::type_error("shape must be a tuple of ints, got " + args::type_name(shape));
-  }
-  if (!py::isinstance<py::tuple>(strides) && !py::isinstance<py::list>(strides)) {
-    throw py::type_error("strides must be a tuple of ints, got " + args::type_name(strides));
-  }
-  const auto shape_seq = py::reinterpret_borrow<py::sequence>(shape);
-  const auto strides_seq = py::reinterpret_borrow<py::sequence>(strides);
-  const size_t ndim = py::len(shape_seq);
-  if (ndim > static_cast<size_t>(kMaxDims)) {
-    throw py::value_error("shape must have at most " + std::to_string(kMaxDims) +
-                          " dimensions, got " + args::repr_of(shape));
-  }
-  if (py::len(strides_seq) != ndim) {
+  t.ndim = dimensions(shape, "shape", t.shape);
+  if (dimensions(strides, "strides", t.strides) != t.ndim) {
     throw py::value_error("strides must have one entry per dimension of shape " +
                           args::repr_of(shape) + ", got " + args::repr_of(strides));
-  }
-  t.ndim = static_cast<int>(ndim);
-  for (int d = 0; d < t.ndim; ++d) {
-    t.shape[d] = args::to_int64(shape_seq[d], "shape", 0);
-    t.strides[d] = args::to_int64(strides_seq[d], "strides", 0);  // torch's views never go back
   }
   if (!py::isinstance<py::str>(dtype)) {
     throw py::type_error("dtype must be a str, got " + args::type_name(dtype));
   }
-  const std::string dtype_text = dtype.cast<std::string>();
   bool known = false;
   for (const DTypeInfo& info : kDTypes) {
-    if (dtype_text == info.name) {
+    if (!known && str_equals(dtype, info.name)) {
       t.dtype = info.dtype;
       known = true;
     }
@@ -374,15 +390,14 @@ Tensor make_tensor(const py::object& data, const py::object& shape, const py::ob
   if (!py::isinstance<py::str>(device)) {
     throw py::type_error("device must be a str ('cpu' or 'cuda'), got " + args::type_name(device));
   }
-  const std::string device_text = device.cast<std::string>();
-  if (device_text == "cpu") {
+  if (str_equals(device, "cpu")) {
     t.device = Device::kCPU;
     if (!device_index.is_none() && args::to_int64(device_index, "device_index", -1) > 0) {
       throw py::value_error("device_index must be None, -1 or 0 for the cpu, got " +
                             args::repr_of(device_index));
     }
     t.device_index = -1;
-  } else if (device_text == "cuda") {
+  } else if (str_equals(device, "cuda")) {
     t.device = Device::kCUDA;
     t.device_index = static_cast<int>(args::to_int64(device_index, "device_index", 0));
   } else {

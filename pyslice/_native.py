@@ -17,7 +17,7 @@ return are safe on CUDA: torch's allocator reuses them only for work queued late
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,7 +49,7 @@ _DTYPE_NAMES = {
 
 def view(tensor: torch.Tensor) -> Any:
     """The ``pyslice._C.Tensor`` describing ``tensor``'s memory (no copy; the tensor must outlive
-    every call the view is passed to). Raises TypeError for a dtype _C has no kernels for."""
+    every call the view is passed to). TypeError for a dtype or device _C has no kernels for."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
     name = _DTYPE_NAMES.get(tensor.dtype)
@@ -57,10 +57,28 @@ def view(tensor: torch.Tensor) -> Any:
         raise TypeError(
             f"tensor must have dtype {', '.join(_DTYPE_NAMES.values())}; got {tensor.dtype}"
         )
-    device = tensor.device
+    # is_cuda / get_device() rather than tensor.device: the view is built on every call of every
+    # op, and a torch.device object costs more than the rest of it.
+    if tensor.is_cuda:
+        device, index = "cuda", tensor.get_device()
+    elif tensor.is_cpu:
+        device, index = "cpu", None
+    else:
+        raise TypeError(f"tensor must be on the CPU or a CUDA device, got {tensor.device}")
     return _compiled.load().Tensor(
-        tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), name, device.type, device.index
+        tensor.data_ptr(), tensor.shape, tensor.stride(), name, device, index
     )
+
+
+def _cached_views(tables: EnergyTables | BuildTables, names: Sequence[str]) -> list[Any]:
+    """Views of the fields ``names`` of a tables object, built once per object: its tensors never
+    change and it keeps them alive. No contiguous copies here (a copy would die with this call):
+    _C rejects a strided table."""
+    cached = tables.__dict__.get("_native_views")
+    if cached is None:
+        cached = [view(getattr(tables, name)) for name in names]
+        object.__setattr__(tables, "_native_views", cached)  # frozen dataclasses
+    return cached
 
 
 @contextlib.contextmanager
@@ -138,6 +156,9 @@ def metropolis_step(
 # ---- side-chain building (op sidechain_build)
 
 
+_BUILD_TABLES = ("positions", "chi_ref", "axis", "move_atom", "move_chi", "level_start")
+
+
 def build_sidechains(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
     """(B, N, 3) positions in chi's dtype: the reference with every chi rotated to ``chi`` (B,
     n_chi); ``tables`` in chi's dtype on chi's device (level_start on the CPU)."""
@@ -145,15 +166,18 @@ def build_sidechains(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
     out = torch.empty(
         (chi.shape[0], tables.positions.shape[0], 3), dtype=chi.dtype, device=chi.device
     )
+    positions, chi_ref, axis, move_atom, move_chi, level_start = _cached_views(
+        tables, _BUILD_TABLES
+    )
     with _launch(chi.device) as (device, stream):
         _function("build_sidechains", device)(
-            view(tables.positions.contiguous()),
+            positions,
             view(chi),
-            view(tables.chi_ref.contiguous()),
-            view(tables.axis.contiguous()),
-            view(tables.move_atom.contiguous()),
-            view(tables.move_chi.contiguous()),
-            view(tables.level_start.contiguous()),
+            chi_ref,
+            axis,
+            move_atom,
+            move_chi,
+            level_start,
             view(out),
             *stream,
         )
@@ -161,17 +185,6 @@ def build_sidechains(tables: BuildTables, chi: torch.Tensor) -> torch.Tensor:
 
 
 # ---- force-field energy (ops energy and energy_delta)
-
-
-def _table_views(tables: EnergyTables) -> list[Any]:
-    """The table views in _C.ENERGY_TABLES order, built once per tables object: its tensors never
-    change and it keeps them alive (no contiguous copies here: _C rejects a strided table)."""
-    cached = tables.__dict__.get("_native_views")
-    if cached is None:
-        names = _compiled.load().ENERGY_TABLES
-        cached = [view(getattr(tables, name)) for name in names]
-        object.__setattr__(tables, "_native_views", cached)
-    return cached
 
 
 def _n_bonded_items(tables: EnergyTables) -> int:
@@ -190,7 +203,7 @@ def energy(tables: EnergyTables, positions: torch.Tensor) -> torch.Tensor:
         shape = (batch, tables.n_atoms, _n_bonded_items(tables))
         workspace = _workspace("energy", device, shape, positions)
         _function("energy", device)(
-            _table_views(tables),
+            _cached_views(tables, _compiled.load().ENERGY_TABLES),
             view(positions),
             view(out),
             view(workspace),
@@ -217,7 +230,7 @@ def energy_delta(
     with _launch(positions.device) as (device, stream):
         workspace = _workspace("energy_delta", device, (batch, tables.n_atoms, n_moved), positions)
         _function("energy_delta", device)(
-            _table_views(tables),
+            _cached_views(tables, _compiled.load().ENERGY_TABLES),
             view(positions),
             view(new_positions),
             view(moved),
