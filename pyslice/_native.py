@@ -138,11 +138,13 @@ def metropolis_step(
     """Update the chain state (chi, energy, log_weight, latent, accepted_count; contiguous, in
     place) where a chain accepts; returns the (B,) bool mask of accepted chains."""
     accepted = torch.empty(chi.shape[0], dtype=torch.bool, device=chi.device)
-    # The state is updated in place: never a contiguous copy (_C rejects a strided state).
-    tensors = (chi, chi_new, energy, energy_new, log_weight, log_weight_new, latent, latent_new)
+    # The state is updated in place: never a contiguous copy of it (_C rejects a strided state);
+    # the proposal may be copied (a tuple: the copies must outlive the call).
+    state = (chi, energy, log_weight, latent)
+    proposal = tuple(t.contiguous() for t in (chi_new, energy_new, log_weight_new, latent_new))
     with _launch(chi.device) as (device, stream):
         _function("metropolis_step", device)(
-            *(view(t) for t in tensors),
+            *(view(t) for pair in zip(state, proposal) for t in pair),
             view(accepted_count),
             view(accepted),
             beta,
