@@ -28,18 +28,9 @@ pytestmark = pytest.mark.skipif(
     reason="PYSLICE_DISABLE_COMPILED is set",
 )
 
-BUILD_INFO_KEYS = {
-    "version",
-    "compiler",
-    "cxx_standard",
-    "openmp",
-    "openmp_version",
-    "cuda",
-    "cuda_version",
-    "cuda_architectures",
-    "build_type",
-    "pybind11_version",
-}
+BUILD_INFO_KEYS = {"version", "compiler", "cxx_standard", "openmp", "openmp_version", "cuda",
+                   "cuda_version", "cuda_architectures", "build_type",
+                   "pybind11_version"}  # fmt: skip
 view = _native.view
 
 
@@ -566,68 +557,6 @@ def test_workspace_size(C) -> None:
         C.workspace_size("energy", "cuda", (1, -2, 3))
 
 
-# --- metropolis_step: the same checks, on the state and the proposal ----------------------------
-
-
-def step_arguments(n=4, n_chi=2, n_latent=0, dtype=torch.float32):
-    return {
-        "chi": torch.zeros(n, n_chi, dtype=dtype),
-        "chi_new": torch.zeros(n, n_chi, dtype=dtype),
-        "energy": torch.zeros(n, dtype=dtype),
-        "energy_new": torch.zeros(n, dtype=dtype),
-        "log_weight": torch.zeros(n, dtype=dtype),
-        "log_weight_new": torch.zeros(n, dtype=dtype),
-        "latent": torch.zeros(n, n_latent, dtype=torch.int64),
-        "latent_new": torch.zeros(n, n_latent, dtype=torch.int64),
-        "accepted_count": torch.zeros(n, dtype=torch.int64),
-        "accepted": torch.zeros(n, dtype=torch.bool),
-    }
-
-
-def step(C, tensors, beta=1.0, seed=0, step_=0):
-    C.metropolis_step_cpu(*(view(t) for t in tensors.values()), beta, seed, step_)
-
-
-def test_metropolis_binding_checks_shapes_and_dtypes(C) -> None:
-    with pytest.raises(ValueError, match=r"energy_new must have shape \(B,\) with B = 4, got \(5,"):
-        step(C, step_arguments() | {"energy_new": torch.zeros(5)})
-    with pytest.raises(TypeError, match="energy_new must have dtype float64, got float32"):
-        step(C, step_arguments() | {"energy": torch.zeros(4, dtype=torch.float64)})
-    with pytest.raises(ValueError, match=r"latent_new must have shape \(B, L\) with B = 4, L = 2"):
-        step(C, step_arguments(n_latent=2) | {"latent_new": torch.zeros(4, 1, dtype=torch.int64)})
-    with pytest.raises(TypeError, match="accepted must have dtype bool"):
-        step(C, step_arguments() | {"accepted": torch.zeros(4, dtype=torch.uint8)})
-    with pytest.raises(ValueError, match="chi must be C-contiguous"):
-        step(C, step_arguments() | {"chi": torch.zeros(2, 4).t()})
-    for beta in (float("nan"), 0.0, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="beta must be finite and > 0"):
-            step(C, step_arguments(), beta=beta)
-    with pytest.raises(TypeError, match="beta must be a real number"):
-        step(C, step_arguments(), beta="1")
-    with pytest.raises(ValueError, match=r"step must be an int in \[0, 2\*\*63\)"):
-        step(C, step_arguments(), step_=2**63)
-
-
-def test_metropolis_state_may_be_its_own_proposal_but_not_overlap_it(C) -> None:
-    tensors = step_arguments(n_latent=3)
-    tensors["latent"] = torch.arange(12).reshape(4, 3)
-    tensors["latent_new"] = tensors["latent"]  # "keep the labels": the same view, allowed
-    tensors["energy_new"] = torch.full((4,), -1e9)
-    step(C, tensors)
-    assert tensors["accepted"].all() and torch.equal(
-        tensors["latent"], torch.arange(12).reshape(4, 3)
-    )
-    shifted = step_arguments(n=4, n_chi=2)
-    wide = torch.zeros(5, 2)
-    shifted["chi"], shifted["chi_new"] = wide[:4], wide[1:]
-    with pytest.raises(ValueError, match="chi must not share memory with chi_new"):
-        step(C, shifted)
-    shared = step_arguments()
-    shared["log_weight"] = shared["energy"]
-    with pytest.raises(ValueError, match="log_weight must not share memory with energy"):
-        step(C, shared)
-
-
 # --- build_sidechains: host tables are checked entry by entry -----------------------------------
 
 
@@ -848,17 +777,10 @@ def test_energy_cuda_checks_the_workspace_before_any_cuda_call(cuda_C) -> None:
 
 PHILOX_KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    (
-        (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
-        (0xFFFFFFFF, 0xFFFFFFFF),
-        (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD),
-    ),
-    (
-        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
-        (0xA4093822, 0x299F31D0),
-        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
-    ),
-]
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("counter", "key", "expected"), PHILOX_KAT)

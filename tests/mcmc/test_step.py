@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
+from pyslice import _compiled, _native
 from pyslice.mcmc.step import ChainState, metropolis_step
 
 F64 = torch.float64
@@ -200,3 +201,72 @@ def test_bad_arguments_name_the_problem() -> None:
     state.chi = state.chi.t().contiguous().t()
     with pytest.raises(ValueError, match="contiguous"):
         metropolis_step(state, chi, energy, beta=1.0, seed=0, step=0)
+
+
+needs_compiled = pytest.mark.skipif(not _compiled.is_available(), reason="needs pyslice._C")
+
+
+# ---- the compiled binding re-checks the views it is given (csrc/bindings.h), never crashes
+
+
+def step_arguments(n=4, n_chi=2, n_latent=0, dtype=torch.float32):
+    return {
+        "chi": torch.zeros(n, n_chi, dtype=dtype),
+        "chi_new": torch.zeros(n, n_chi, dtype=dtype),
+        "energy": torch.zeros(n, dtype=dtype),
+        "energy_new": torch.zeros(n, dtype=dtype),
+        "log_weight": torch.zeros(n, dtype=dtype),
+        "log_weight_new": torch.zeros(n, dtype=dtype),
+        "latent": torch.zeros(n, n_latent, dtype=torch.int64),
+        "latent_new": torch.zeros(n, n_latent, dtype=torch.int64),
+        "accepted_count": torch.zeros(n, dtype=torch.int64),
+        "accepted": torch.zeros(n, dtype=torch.bool),
+    }
+
+
+def step(C, tensors, beta=1.0, seed=0, step_=0):
+    C.metropolis_step_cpu(*(_native.view(t) for t in tensors.values()), beta, seed, step_)
+
+
+@needs_compiled
+def test_compiled_binding_rechecks_shapes_and_dtypes() -> None:
+    C = _compiled.load()  # noqa: N806
+    with pytest.raises(ValueError, match=r"energy_new must have shape \(B,\) with B = 4, got \(5,"):
+        step(C, step_arguments() | {"energy_new": torch.zeros(5)})
+    with pytest.raises(TypeError, match="energy_new must have dtype float64, got float32"):
+        step(C, step_arguments() | {"energy": torch.zeros(4, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"latent_new must have shape \(B, L\) with B = 4, L = 2"):
+        step(C, step_arguments(n_latent=2) | {"latent_new": torch.zeros(4, 1, dtype=torch.int64)})
+    with pytest.raises(TypeError, match="accepted must have dtype bool"):
+        step(C, step_arguments() | {"accepted": torch.zeros(4, dtype=torch.uint8)})
+    with pytest.raises(ValueError, match="chi must be C-contiguous"):
+        step(C, step_arguments() | {"chi": torch.zeros(2, 4).t()})
+    for beta in (float("nan"), 0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="beta must be finite and > 0"):
+            step(C, step_arguments(), beta=beta)
+    with pytest.raises(TypeError, match="beta must be a real number"):
+        step(C, step_arguments(), beta="1")
+    with pytest.raises(ValueError, match=r"step must be an int in \[0, 2\*\*63\)"):
+        step(C, step_arguments(), step_=2**63)
+
+
+@needs_compiled
+def test_compiled_state_may_be_its_own_proposal_but_not_overlap_it() -> None:
+    C = _compiled.load()  # noqa: N806
+    tensors = step_arguments(n_latent=3)
+    tensors["latent"] = torch.arange(12).reshape(4, 3)
+    tensors["latent_new"] = tensors["latent"]  # "keep the labels": the same view, allowed
+    tensors["energy_new"] = torch.full((4,), -1e9)
+    step(C, tensors)
+    assert tensors["accepted"].all() and torch.equal(
+        tensors["latent"], torch.arange(12).reshape(4, 3)
+    )
+    shifted = step_arguments(n=4, n_chi=2)
+    wide = torch.zeros(5, 2)
+    shifted["chi"], shifted["chi_new"] = wide[:4], wide[1:]
+    with pytest.raises(ValueError, match="chi must not share memory with chi_new"):
+        step(C, shifted)
+    shared = step_arguments()
+    shared["log_weight"] = shared["energy"]
+    with pytest.raises(ValueError, match="log_weight must not share memory with energy"):
+        step(C, shared)
