@@ -336,10 +336,11 @@ def test_delta_reads_only_moved_rows_of_new_positions(usable_backends) -> None:
 
 
 @pytest.mark.parametrize("nonbonded", ["nocutoff", "cutoff"])
-def test_fast_delta_matches_reference(fast_energy_delta_case, nonbonded) -> None:
+@pytest.mark.parametrize("batch", [0, 1, 7])
+def test_fast_delta_matches_reference(fast_energy_delta_case, nonbonded, batch) -> None:
     backend, device, dtype = fast_energy_delta_case
     structure = dipeptide()
-    old, new, moved = _moves(structure, 7, seed=8)
+    old, new, moved = (t[7 - batch :] for t in _moves(structure, 7, seed=8))  # empty, one, odd
     old, new = old.to(dtype), new.to(dtype)
     ref = ForceFieldEnergy(structure, nonbonded=nonbonded, dtype=torch.float64,
                            backend="reference")  # fmt: skip
