@@ -1,10 +1,9 @@
-// Bindings and argument checks for the force-field energy (maths: pyslice/energy.h; launchers:
-// cpu/energy.cpp, cuda/energy.cu). Tables arrive as a dict (pyslice.energy.EnergyTables field
-// names -> numpy arrays for the CPU, device pointers for CUDA) plus the scalar fields.
+// Bindings of the force-field energy (maths: pyslice/energy.h; launchers: cpu/energy.cpp,
+// cuda/energy.cu). The tables arrive as a sequence of views in the order of
+// energy::kTableNames (pyslice._C.ENERGY_TABLES), plus the scalar fields cutoff, krf, crf.
+#include <array>
 #include <cstdint>
-#include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "bindings.h"
 #include "energy_ops.h"
@@ -13,57 +12,23 @@
 namespace pyslice {
 namespace {
 
-constexpr uint64_t kMaxUint64 = 0xFFFFFFFFFFFFFFFFull;
+using energy::kNumTables;
+using energy::kTableNames;
 
-std::string shape_of(const py::array& a) {
-  std::string text = "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
-    if (d > 0) text += ", ";
-    text += std::to_string(a.shape(d));
-  }
-  return text + (a.ndim() == 1 ? ",)" : ")");
+// "tables['charge']", ...: argument names for the messages.
+const std::array<std::string, kNumTables>& table_labels() {
+  static const std::array<std::string, kNumTables> labels = [] {
+    std::array<std::string, kNumTables> out;
+    for (int k = 0; k < kNumTables; ++k) out[k] = std::string("tables['") + kTableNames[k] + "']";
+    return out;
+  }();
+  return labels;
 }
 
-// A C-contiguous, aligned numpy array of dtype Scalar with `ndim` dims (and `cols` columns when
-// ndim == 2 and cols > 0); a ValueError/TypeError naming `name` otherwise. Never converts.
-template <typename Scalar>
-py::array checked(py::handle value, const std::string& name, py::ssize_t ndim, py::ssize_t cols,
-                  bool writable = false) {
-  const std::string want = py::str(py::dtype::of<Scalar>()).cast<std::string>();
-  if (!py::isinstance<py::array>(value)) {
-    throw py::type_error(name + " must be a numpy.ndarray of dtype " + want + ", got " +
-                         std::string(Py_TYPE(value.ptr())->tp_name));
-  }
-  auto a = py::reinterpret_borrow<py::array>(value);
-  if (!a.dtype().equal(py::dtype::of<Scalar>())) {
-    throw py::type_error(name + " must have dtype " + want + ", got " +
-                         py::str(a.dtype()).cast<std::string>());
-  }
-  if (a.ndim() != ndim || (ndim == 2 && cols > 0 && a.shape(1) != cols)) {
-    throw py::value_error(name + " must have " + std::to_string(ndim) + " dimension(s)" +
-                          (ndim == 2 && cols > 0 ? " and " + std::to_string(cols) + " columns" : "") +
-                          ", got shape " + shape_of(a));
-  }
-  if ((a.flags() & py::array::c_style) == 0 ||
-      (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) == 0) {
-    throw py::value_error(name + " must be C-contiguous and aligned");
-  }
-  if (writable && !a.writeable()) throw py::value_error(name + " must be writable");
-  return a;
-}
-
-py::handle item(const py::dict& tables, const char* key) {
-  if (!tables.contains(key)) {
-    throw py::value_error(std::string("tables is missing '") + key + "'");
-  }
-  return tables[key];
-}
-
-// Every index in [0, bound); a ValueError naming the table otherwise (corrupt tables must not
-// crash the interpreter).
-void check_indices(const py::array& a, int64_t bound, const std::string& name) {
-  const auto* p = static_cast<const int64_t*>(a.data());
-  for (py::ssize_t k = 0; k < a.size(); ++k) {
+// Every entry of an int64 host view in [0, bound).
+void check_indices(const Tensor& t, int64_t bound, const std::string& name) {
+  const auto* p = t.ptr<const int64_t>();
+  for (int64_t k = 0; k < t.numel(); ++k) {
     if (p[k] < 0 || p[k] >= bound) {
       throw py::value_error(name + " holds index " + std::to_string(p[k]) + " outside [0, " +
                             std::to_string(bound) + ")");
@@ -71,73 +36,67 @@ void check_indices(const py::array& a, int64_t bound, const std::string& name) {
   }
 }
 
-// A CSR (ptr (n + 1,), idx): ptr non-decreasing from 0 to idx.size, idx in [0, bound).
-void check_csr(const py::array& ptr, const py::array& idx, int64_t n, int64_t bound,
-               const std::string& name) {
-  if (ptr.shape(0) != n + 1) {
-    throw py::value_error(name + "_ptr must have n_atoms + 1 = " + std::to_string(n + 1) +
-                          " entries, got " + std::to_string(ptr.shape(0)));
+// A CSR (ptr (n + 1,), idx) of host views: ptr non-decreasing from 0 to len(idx), idx in
+// [0, bound).
+void check_csr(const Tensor& ptr, const Tensor& idx, int64_t n, int64_t bound,
+               const std::string& base) {
+  const std::string ptr_name = "tables['" + base + "_ptr']";
+  if (ptr.shape[0] != n + 1) {
+    throw py::value_error(ptr_name + " must have n_atoms + 1 = " + std::to_string(n + 1) +
+                          " entries, got " + std::to_string(ptr.shape[0]));
   }
-  const auto* p = static_cast<const int64_t*>(ptr.data());
-  if (p[0] != 0 || p[n] != static_cast<int64_t>(idx.shape(0))) {
-    throw py::value_error(name + "_ptr must run from 0 to len(" + name + "_idx)");
+  const auto* p = ptr.ptr<const int64_t>();
+  if (p[0] != 0 || p[n] != idx.shape[0]) {
+    throw py::value_error(ptr_name + " must run from 0 to len(tables['" + base + "_idx'])");
   }
   for (int64_t k = 0; k < n; ++k) {
-    if (p[k + 1] < p[k]) throw py::value_error(name + "_ptr must be non-decreasing");
+    if (p[k + 1] < p[k]) throw py::value_error(ptr_name + " must be non-decreasing");
   }
-  check_indices(idx, bound, name + "_idx");
+  check_indices(idx, bound, "tables['" + base + "_idx']");
 }
 
-// Keeps the arrays alive while their pointers are in use.
+// The tables of one call: views checked by `sig` (dtype, shape, device), their contents too when
+// they live on the host. T: the dtype of the per-atom pair parameters (that of the positions).
 template <typename T>
-struct CpuTables {
-  energy::Tables<T> tables{};
-  std::vector<py::array> keep;
-};
-
-template <typename T>
-CpuTables<T> cpu_tables(const py::dict& d, double cutoff, double krf, double crf) {
-  CpuTables<T> out;
-  auto& t = out.tables;
-  const py::array charge = checked<T>(item(d, "charge"), "tables['charge']", 1, 0);
-  const int64_t n = charge.shape(0);
-  const py::array half_sigma = checked<T>(item(d, "half_sigma"), "tables['half_sigma']", 1, 0);
-  const py::array two_sqrt_eps =
-      checked<T>(item(d, "two_sqrt_eps"), "tables['two_sqrt_eps']", 1, 0);
-  if (half_sigma.shape(0) != n || two_sqrt_eps.shape(0) != n) {
-    throw py::value_error("tables['half_sigma'] and tables['two_sqrt_eps'] must have n_atoms = " +
-                          std::to_string(n) + " entries");
+energy::Tables<T> read_tables(Signature& sig, const py::object& tables_obj, double cutoff,
+                              double krf, double crf) {
+  if (!py::isinstance<py::list>(tables_obj) && !py::isinstance<py::tuple>(tables_obj)) {
+    throw py::type_error("tables must be a list of pyslice._C.Tensor in the order of "
+                         "pyslice._C.ENERGY_TABLES, got " + args::type_name(tables_obj));
   }
-  t.n_atoms = n;
-  t.charge = static_cast<const T*>(charge.data());
-  t.half_sigma = static_cast<const T*>(half_sigma.data());
-  t.two_sqrt_eps = static_cast<const T*>(two_sqrt_eps.data());
-  out.keep = {charge, half_sigma, two_sqrt_eps};
-
-  auto index_array = [&](const std::string& key, py::ssize_t ndim, py::ssize_t cols) {
-    py::array a = checked<int64_t>(item(d, key.c_str()), "tables['" + key + "']", ndim, cols);
-    out.keep.push_back(a);
-    return a;
-  };
-  auto param_array = [&](const std::string& key, py::ssize_t cols, int64_t rows) {
-    py::array a = checked<double>(item(d, key.c_str()), "tables['" + key + "']", 2, cols);
-    if (a.shape(0) != rows) {
-      throw py::value_error("tables['" + key + "'] must have " + std::to_string(rows) +
-                            " rows (one per term), got " + std::to_string(a.shape(0)));
-    }
-    out.keep.push_back(a);
-    return static_cast<const double*>(a.data());
-  };
-
-  const py::array excl_ptr = index_array("excl_ptr", 1, 0);
-  const py::array excl_idx = index_array("excl_idx", 1, 0);
-  check_csr(excl_ptr, excl_idx, n, n, "excl");
-  t.excl_ptr = static_cast<const int64_t*>(excl_ptr.data());
-  t.excl_idx = static_cast<const int64_t*>(excl_idx.data());
-
+  const auto items = py::reinterpret_borrow<py::sequence>(tables_obj);
+  if (py::len(items) != static_cast<size_t>(kNumTables)) {
+    throw py::value_error("tables must hold " + std::to_string(kNumTables) +
+                          " views (pyslice._C.ENERGY_TABLES), got " +
+                          std::to_string(py::len(items)));
+  }
+  const auto& labels = table_labels();
+  std::array<Tensor, kNumTables> v;
+  const DType pair = dtype_of<T>();
+  const DType index = DType::kInt64;
+  const DType param = DType::kFloat64;
+  // (dtype, shape pattern) per table, in kTableNames order. N: atoms; E, O, A, T: exceptions,
+  // bonds, angles, torsions; ptr sizes (N + 1) are checked with the CSR below.
+  const std::pair<DType, const char*> expected[kNumTables] = {
+      {pair, "N"},   {pair, "N"},    {pair, "N"},   {index, "*"},  {index, "*"},
+      {index, "E 2"}, {param, "E 3"}, {index, "*"},  {index, "*"},  {index, "O 2"},
+      {param, "O 2"}, {index, "*"},   {index, "*"},  {index, "A 3"}, {param, "A 2"},
+      {index, "*"},  {index, "*"},    {index, "T 4"}, {param, "T 3"}, {index, "*"},
+      {index, "*"}};
+  for (int k = 0; k < kNumTables; ++k) {
+    v[k] = sig.tensor(items[k], labels[k].c_str(), {expected[k].first}, expected[k].second);
+  }
+  energy::Tables<T> t{};
+  t.n_atoms = sig.dim('N');
+  t.charge = v[0].ptr<const T>();
+  t.half_sigma = v[1].ptr<const T>();
+  t.two_sqrt_eps = v[2].ptr<const T>();
+  t.excl_ptr = v[3].ptr<const int64_t>();
+  t.excl_idx = v[4].ptr<const int64_t>();
+  // Each term: atoms, params, ptr, idx, starting at table `first`.
   struct Term {
     const char* name;
-    py::ssize_t width, n_params;
+    int first;
     int64_t* count;
     const int64_t** atoms;
     const double** params;
@@ -145,298 +104,192 @@ CpuTables<T> cpu_tables(const py::dict& d, double cutoff, double krf, double crf
     const int64_t** idx;
   };
   const Term terms[] = {
-      {"exc", 2, 3, &t.n_exceptions, &t.exc_atoms, &t.exc_params, &t.exc_ptr, &t.exc_idx},
-      {"bond", 2, 2, &t.n_bonds, &t.bond_atoms, &t.bond_params, &t.bond_ptr, &t.bond_idx},
-      {"angle", 3, 2, &t.n_angles, &t.angle_atoms, &t.angle_params, &t.angle_ptr, &t.angle_idx},
-      {"torsion", 4, 3, &t.n_torsions, &t.torsion_atoms, &t.torsion_params, &t.torsion_ptr,
+      {"exc", 5, &t.n_exceptions, &t.exc_atoms, &t.exc_params, &t.exc_ptr, &t.exc_idx},
+      {"bond", 9, &t.n_bonds, &t.bond_atoms, &t.bond_params, &t.bond_ptr, &t.bond_idx},
+      {"angle", 13, &t.n_angles, &t.angle_atoms, &t.angle_params, &t.angle_ptr, &t.angle_idx},
+      {"torsion", 17, &t.n_torsions, &t.torsion_atoms, &t.torsion_params, &t.torsion_ptr,
        &t.torsion_idx},
   };
   for (const Term& term : terms) {
-    const std::string base = term.name;
-    const py::array atoms = index_array(base + "_atoms", 2, term.width);
-    check_indices(atoms, n, "tables['" + base + "_atoms']");
-    *term.count = atoms.shape(0);
-    *term.atoms = static_cast<const int64_t*>(atoms.data());
-    *term.params = param_array(base + "_params", term.n_params, atoms.shape(0));
-    const py::array ptr = index_array(base + "_ptr", 1, 0);
-    const py::array idx = index_array(base + "_idx", 1, 0);
-    check_csr(ptr, idx, n, atoms.shape(0), base);
-    *term.ptr = static_cast<const int64_t*>(ptr.data());
-    *term.idx = static_cast<const int64_t*>(idx.data());
+    *term.count = v[term.first].shape[0];
+    *term.atoms = v[term.first].template ptr<const int64_t>();
+    *term.params = v[term.first + 1].template ptr<const double>();
+    *term.ptr = v[term.first + 2].template ptr<const int64_t>();
+    *term.idx = v[term.first + 3].template ptr<const int64_t>();
   }
-  if (!(cutoff >= 0.0)) throw py::value_error("cutoff must be >= 0 (0: no cutoff)");
-  t.cutoff = cutoff;
-  t.krf = krf;
-  t.crf = crf;
-  return out;
-}
-
-bool is_float64(py::handle positions) {
-  if (!py::isinstance<py::array>(positions)) {
-    throw py::type_error("positions must be a numpy.ndarray of dtype float32 or float64, got " +
-                         std::string(Py_TYPE(positions.ptr())->tp_name));
-  }
-  return py::reinterpret_borrow<py::array>(positions).dtype().equal(py::dtype::of<double>());
-}
-
-py::array check_positions(py::handle value, const char* name, int64_t n, bool f64) {
-  py::array a = f64 ? checked<double>(value, name, 3, 0) : checked<float>(value, name, 3, 0);
-  if (a.shape(1) != n || a.shape(2) != 3) {
-    throw py::value_error(std::string(name) + " must have shape (B, " + std::to_string(n) +
-                          ", 3), got " + shape_of(a));
-  }
-  return a;
-}
-
-py::array check_out(py::handle value, int64_t batch) {
-  py::array out = checked<double>(value, "out", 2, energy::kNumTerms, /*writable=*/true);
-  if (out.shape(0) != batch) {
-    throw py::value_error("out must have shape (B, 5) with B = " + std::to_string(batch) +
-                          ", got " + shape_of(out));
-  }
-  return out;
-}
-
-template <typename T>
-void energy_cpu_typed(const py::dict& tables_dict, const py::object& positions_obj,
-                      const py::object& out_obj, double cutoff, double krf, double crf) {
-  CpuTables<T> tables = cpu_tables<T>(tables_dict, cutoff, krf, crf);
-  const int64_t n = tables.tables.n_atoms;
-  const py::array positions = check_positions(positions_obj, "positions", n, sizeof(T) == 8);
-  const int64_t batch = positions.shape(0);
-  py::array out = check_out(out_obj, batch);
-  const auto* x = static_cast<const T*>(positions.data());
-  auto* o = static_cast<double*>(out.mutable_data());
-  py::gil_scoped_release release;
-  energy_cpu_launch(tables.tables, x, batch, o);
-}
-
-template <typename T>
-void energy_delta_cpu_typed(const py::dict& tables_dict, const py::object& positions_obj,
-                            const py::object& new_positions_obj, const py::object& moved_obj,
-                            const py::object& out_obj, double cutoff, double krf, double crf) {
-  CpuTables<T> tables = cpu_tables<T>(tables_dict, cutoff, krf, crf);
-  const int64_t n = tables.tables.n_atoms;
-  const py::array positions = check_positions(positions_obj, "positions", n, sizeof(T) == 8);
-  const py::array new_positions =
-      check_positions(new_positions_obj, "new_positions", n, sizeof(T) == 8);
-  const int64_t batch = positions.shape(0);
-  if (new_positions.shape(0) != batch) {
-    throw py::value_error("new_positions must have the shape of positions");
-  }
-  const py::array moved = checked<int64_t>(moved_obj, "moved", 2, 0);
-  if (moved.shape(0) != batch) {
-    throw py::value_error("moved must have shape (B, M) with B = " + std::to_string(batch) +
-                          ", got " + shape_of(moved));
-  }
-  const auto* m = static_cast<const int64_t*>(moved.data());
-  for (py::ssize_t k = 0; k < moved.size(); ++k) {
-    if (m[k] < -1 || m[k] >= n) {
-      throw py::value_error("moved holds " + std::to_string(m[k]) + ", outside [-1, " +
-                            std::to_string(n) + ")");
+  // Sizes of the CSR pointers on every device; contents where the host can read them (device
+  // tables were checked on the host when they were built: pyslice.energy.tables_from_system).
+  for (const int k : {3, 7, 11, 15, 19}) {
+    if (v[k].shape[0] != t.n_atoms + 1) {
+      throw py::value_error(labels[k] + " must have n_atoms + 1 = " +
+                            std::to_string(t.n_atoms + 1) + " entries, got " +
+                            std::to_string(v[k].shape[0]));
     }
   }
-  py::array out = check_out(out_obj, batch);
-  const auto* x = static_cast<const T*>(positions.data());
-  const auto* y = static_cast<const T*>(new_positions.data());
-  auto* o = static_cast<double*>(out.mutable_data());
-  const int64_t n_moved = moved.shape(1);
-  py::gil_scoped_release release;
-  energy_delta_cpu_launch(tables.tables, x, y, m, batch, n_moved, o);
-}
-
-void energy_cpu(const py::dict& tables, const py::object& positions, const py::object& out,
-                double cutoff, double krf, double crf) {
-  if (is_float64(positions)) {
-    energy_cpu_typed<double>(tables, positions, out, cutoff, krf, crf);
-  } else {
-    energy_cpu_typed<float>(tables, positions, out, cutoff, krf, crf);
+  if (v[0].device == Device::kCPU) {
+    check_csr(v[3], v[4], t.n_atoms, t.n_atoms, "excl");
+    for (const Term& term : terms) {
+      check_indices(v[term.first], t.n_atoms, labels[term.first]);
+      check_csr(v[term.first + 2], v[term.first + 3], t.n_atoms, *term.count, term.name);
+    }
   }
-}
-
-void energy_delta_cpu(const py::dict& tables, const py::object& positions,
-                      const py::object& new_positions, const py::object& moved,
-                      const py::object& out, double cutoff, double krf, double crf) {
-  if (is_float64(positions)) {
-    energy_delta_cpu_typed<double>(tables, positions, new_positions, moved, out, cutoff, krf, crf);
-  } else {
-    energy_delta_cpu_typed<float>(tables, positions, new_positions, moved, out, cutoff, krf, crf);
-  }
-}
-
-#if defined(PYSLICE_WITH_CUDA)
-// Device tables from a dict of pointers (ints) and a dict of sizes; contents are trusted (they
-// were checked on the host when the tables were built: pyslice.energy.tables_from_system).
-template <typename T>
-energy::Tables<T> cuda_tables(const py::dict& ptrs, const py::dict& sizes, double cutoff,
-                              double krf, double crf) {
-  auto ptr = [&](const char* key) {
-    return reinterpret_cast<const void*>(static_cast<uintptr_t>(
-        args::to_uint64(item(ptrs, key), key, kMaxUint64, "[0, 2**64)")));
-  };
-  auto size = [&](const char* key) { return args::to_int64(item(sizes, key), key, 0); };
-  energy::Tables<T> t{};
-  t.n_atoms = size("n_atoms");
-  t.charge = static_cast<const T*>(ptr("charge"));
-  t.half_sigma = static_cast<const T*>(ptr("half_sigma"));
-  t.two_sqrt_eps = static_cast<const T*>(ptr("two_sqrt_eps"));
-  t.excl_ptr = static_cast<const int64_t*>(ptr("excl_ptr"));
-  t.excl_idx = static_cast<const int64_t*>(ptr("excl_idx"));
-  t.n_exceptions = size("n_exceptions");
-  t.exc_atoms = static_cast<const int64_t*>(ptr("exc_atoms"));
-  t.exc_params = static_cast<const double*>(ptr("exc_params"));
-  t.exc_ptr = static_cast<const int64_t*>(ptr("exc_ptr"));
-  t.exc_idx = static_cast<const int64_t*>(ptr("exc_idx"));
-  t.n_bonds = size("n_bonds");
-  t.bond_atoms = static_cast<const int64_t*>(ptr("bond_atoms"));
-  t.bond_params = static_cast<const double*>(ptr("bond_params"));
-  t.bond_ptr = static_cast<const int64_t*>(ptr("bond_ptr"));
-  t.bond_idx = static_cast<const int64_t*>(ptr("bond_idx"));
-  t.n_angles = size("n_angles");
-  t.angle_atoms = static_cast<const int64_t*>(ptr("angle_atoms"));
-  t.angle_params = static_cast<const double*>(ptr("angle_params"));
-  t.angle_ptr = static_cast<const int64_t*>(ptr("angle_ptr"));
-  t.angle_idx = static_cast<const int64_t*>(ptr("angle_idx"));
-  t.n_torsions = size("n_torsions");
-  t.torsion_atoms = static_cast<const int64_t*>(ptr("torsion_atoms"));
-  t.torsion_params = static_cast<const double*>(ptr("torsion_params"));
-  t.torsion_ptr = static_cast<const int64_t*>(ptr("torsion_ptr"));
-  t.torsion_idx = static_cast<const int64_t*>(ptr("torsion_idx"));
+  if (!(cutoff >= 0.0)) throw py::value_error("cutoff must be >= 0 (0: no cutoff)");
   t.cutoff = cutoff;
   t.krf = krf;
   t.crf = crf;
   return t;
 }
 
-template <typename P>
-P* pointer(const py::object& value, const char* name) {
-  const uint64_t p = args::to_uint64(value, name, kMaxUint64, "[0, 2**64)");
-  if (p % alignof(P) != 0) throw py::value_error(std::string(name) + " is misaligned");
-  return reinterpret_cast<P*>(static_cast<uintptr_t>(p));
-}
-#endif
-
-void energy_cuda(const py::dict& ptrs, const py::dict& sizes, bool f64,
-                 const py::object& positions_ptr, const py::object& batch_obj,
-                 const py::object& out_ptr, const py::object& workspace_ptr, double cutoff,
-                 double krf, double crf, const py::object& stream_obj) {
-#if defined(PYSLICE_WITH_CUDA)
-  const int64_t batch = args::to_int64(batch_obj, "batch", 0);
-  auto* out = pointer<double>(out_ptr, "out_ptr");
-  auto* workspace = pointer<double>(workspace_ptr, "workspace_ptr");
-  auto* stream = reinterpret_cast<void*>(static_cast<uintptr_t>(
-      args::to_uint64(stream_obj, "stream", kMaxUint64, "[0, 2**64)")));
-  if (f64) {
-    const auto t = cuda_tables<double>(ptrs, sizes, cutoff, krf, crf);
-    const auto* x = pointer<const double>(positions_ptr, "positions_ptr");
-    py::gil_scoped_release release;
-    energy_cuda_launch(t, x, batch, out, workspace, stream);
-  } else {
-    const auto t = cuda_tables<float>(ptrs, sizes, cutoff, krf, crf);
-    const auto* x = pointer<const float>(positions_ptr, "positions_ptr");
-    py::gil_scoped_release release;
-    energy_cuda_launch(t, x, batch, out, workspace, stream);
+// The workspace view: uint8, at least `bytes` long (workspace_size).
+Tensor read_workspace(Signature& sig, const py::object& value, int64_t bytes, const char* op,
+                      Device device) {
+  const Tensor w = sig.tensor(value, "workspace", {DType::kUInt8}, "*", kWorkspace);
+  if (w.numel() < bytes) {
+    throw py::value_error("workspace must hold at least " + std::to_string(bytes) +
+                          " bytes (pyslice._C.workspace_size('" + op + "', '" +
+                          device_name(device) + "', ...)), got " + std::to_string(w.numel()));
   }
-#else
-  (void)ptrs, (void)sizes, (void)f64, (void)positions_ptr, (void)batch_obj, (void)out_ptr;
-  (void)workspace_ptr, (void)cutoff, (void)krf, (void)crf, (void)stream_obj;
-  throw std::runtime_error("pyslice._C was built without CUDA");
-#endif
+  return w;
 }
 
-void energy_delta_cuda(const py::dict& ptrs, const py::dict& sizes, bool f64,
-                       const py::object& positions_ptr, const py::object& new_positions_ptr,
-                       const py::object& moved_ptr, const py::object& batch_obj,
-                       const py::object& n_moved_obj, const py::object& out_ptr,
-                       const py::object& workspace_ptr, const py::object& mark_ptr,
-                       double cutoff, double krf, double crf, const py::object& stream_obj) {
-#if defined(PYSLICE_WITH_CUDA)
-  const int64_t batch = args::to_int64(batch_obj, "batch", 0);
-  const int64_t n_moved = args::to_int64(n_moved_obj, "n_moved", 0);
-  auto* out = pointer<double>(out_ptr, "out_ptr");
-  auto* workspace = pointer<double>(workspace_ptr, "workspace_ptr");
-  auto* mark = pointer<int32_t>(mark_ptr, "mark_ptr");
-  const auto* moved = pointer<const int64_t>(moved_ptr, "moved_ptr");
-  auto* stream = reinterpret_cast<void*>(static_cast<uintptr_t>(
-      args::to_uint64(stream_obj, "stream", kMaxUint64, "[0, 2**64)")));
-  if (f64) {
-    const auto t = cuda_tables<double>(ptrs, sizes, cutoff, krf, crf);
-    const auto* x = pointer<const double>(positions_ptr, "positions_ptr");
-    const auto* y = pointer<const double>(new_positions_ptr, "new_positions_ptr");
+template <typename T>
+void energy_typed(Device device, void* stream, const py::object& tables_obj,
+                  const py::object& positions_obj, const py::object& out_obj,
+                  const py::object& workspace_obj, double cutoff, double krf, double crf) {
+  Signature sig("energy", device);
+  const energy::Tables<T> t = read_tables<T>(sig, tables_obj, cutoff, krf, crf);
+  const Tensor positions = sig.tensor(positions_obj, "positions", {dtype_of<T>()}, "B N 3");
+  const Tensor out = sig.tensor(out_obj, "out", {DType::kFloat64}, "B 5", kOutput);
+  const int64_t batch = sig.dim('B');
+  const int64_t bytes =
+      device == Device::kCPU
+          ? 0
+          : energy::energy_workspace_bytes(batch, t.n_atoms, energy::n_bonded_items(t));
+  const Tensor workspace = read_workspace(sig, workspace_obj, bytes, "energy", device);
+  if (batch == 0) return;
+  if (device == Device::kCPU) {
     py::gil_scoped_release release;
-    energy_delta_cuda_launch(t, x, y, moved, batch, n_moved, out, workspace, mark, stream);
-  } else {
-    const auto t = cuda_tables<float>(ptrs, sizes, cutoff, krf, crf);
-    const auto* x = pointer<const float>(positions_ptr, "positions_ptr");
-    const auto* y = pointer<const float>(new_positions_ptr, "new_positions_ptr");
-    py::gil_scoped_release release;
-    energy_delta_cuda_launch(t, x, y, moved, batch, n_moved, out, workspace, mark, stream);
+    energy_cpu_launch(t, positions.ptr<const T>(), batch, out.ptr<double>());
+    return;
   }
+#if defined(PYSLICE_WITH_CUDA)
+  const int cuda_device = sig.cuda_device();
+  py::gil_scoped_release release;
+  energy_cuda_launch(t, positions.ptr<const T>(), batch, out.ptr<double>(),
+                     workspace.ptr<void>(), cuda_device, stream);
 #else
-  (void)ptrs, (void)sizes, (void)f64, (void)positions_ptr, (void)new_positions_ptr;
-  (void)moved_ptr, (void)batch_obj, (void)n_moved_obj, (void)out_ptr, (void)workspace_ptr;
-  (void)mark_ptr, (void)cutoff, (void)krf, (void)crf, (void)stream_obj;
-  throw std::runtime_error("pyslice._C was built without CUDA");
+  (void)stream, (void)workspace;
 #endif
 }
 
-int64_t energy_cuda_workspace_size(int64_t n_atoms, int64_t n_items, int64_t batch,
-                                   int64_t n_moved, bool delta) {
+template <typename T>
+void energy_delta_typed(Device device, void* stream, const py::object& tables_obj,
+                        const py::object& positions_obj, const py::object& new_positions_obj,
+                        const py::object& moved_obj, const py::object& out_obj,
+                        const py::object& workspace_obj, double cutoff, double krf, double crf) {
+  Signature sig("energy_delta", device);
+  const energy::Tables<T> t = read_tables<T>(sig, tables_obj, cutoff, krf, crf);
+  const DType dtype = dtype_of<T>();
+  const Tensor positions = sig.tensor(positions_obj, "positions", {dtype}, "B N 3");
+  const Tensor new_positions = sig.tensor(new_positions_obj, "new_positions", {dtype}, "B N 3");
+  const Tensor moved = sig.tensor(moved_obj, "moved", {DType::kInt64}, "B M");
+  const Tensor out = sig.tensor(out_obj, "out", {DType::kFloat64}, "B 5", kOutput);
+  const int64_t batch = sig.dim('B');
+  const int64_t n_moved = sig.dim('M');
+  const int64_t bytes =
+      device == Device::kCPU ? 0 : energy::delta_workspace_bytes(batch, t.n_atoms, n_moved);
+  const Tensor workspace = read_workspace(sig, workspace_obj, bytes, "energy_delta", device);
+  if (device == Device::kCPU) {
+    const auto* m = moved.ptr<const int64_t>();
+    for (int64_t k = 0; k < moved.numel(); ++k) {
+      if (m[k] < -1 || m[k] >= t.n_atoms) {
+        throw py::value_error("moved holds " + std::to_string(m[k]) + ", outside [-1, " +
+                              std::to_string(t.n_atoms) + ")");
+      }
+    }
+  }
+  if (batch == 0) return;
+  if (device == Device::kCPU) {
+    py::gil_scoped_release release;
+    energy_delta_cpu_launch(t, positions.ptr<const T>(), new_positions.ptr<const T>(),
+                            moved.ptr<const int64_t>(), batch, n_moved, out.ptr<double>());
+    return;
+  }
 #if defined(PYSLICE_WITH_CUDA)
-  return delta ? energy_delta_cuda_workspace(n_moved, batch)
-               : energy_cuda_workspace(n_atoms, n_items, batch);
+  const int cuda_device = sig.cuda_device();
+  py::gil_scoped_release release;
+  energy_delta_cuda_launch(t, positions.ptr<const T>(), new_positions.ptr<const T>(),
+                           moved.ptr<const int64_t>(), batch, n_moved, out.ptr<double>(),
+                           workspace.ptr<void>(), cuda_device, stream);
 #else
-  (void)n_atoms, (void)n_items, (void)batch, (void)n_moved, (void)delta;
-  throw std::runtime_error("pyslice._C was built without CUDA");
+  (void)stream, (void)workspace;
 #endif
+}
+
+// The dtype of the positions decides the pair dtype; the tables must match it.
+void energy_op(Device device, void* stream, const py::object& tables,
+            const py::object& positions, const py::object& out, const py::object& workspace,
+            const py::object& cutoff, const py::object& krf, const py::object& crf) {
+  const double c = args::to_double(cutoff, "cutoff", false);
+  const double k = args::to_double(krf, "krf", false);
+  const double r = args::to_double(crf, "crf", false);
+  if (Signature::dtype(positions, "positions") == DType::kFloat64) {
+    energy_typed<double>(device, stream, tables, positions, out, workspace, c, k, r);
+  } else {
+    energy_typed<float>(device, stream, tables, positions, out, workspace, c, k, r);
+  }
+}
+
+void energy_delta_op(Device device, void* stream, const py::object& tables,
+                  const py::object& positions, const py::object& new_positions,
+                  const py::object& moved, const py::object& out, const py::object& workspace,
+                  const py::object& cutoff, const py::object& krf, const py::object& crf) {
+  const double c = args::to_double(cutoff, "cutoff", false);
+  const double k = args::to_double(krf, "krf", false);
+  const double r = args::to_double(crf, "crf", false);
+  if (Signature::dtype(positions, "positions") == DType::kFloat64) {
+    energy_delta_typed<double>(device, stream, tables, positions, new_positions, moved, out,
+                               workspace, c, k, r);
+  } else {
+    energy_delta_typed<float>(device, stream, tables, positions, new_positions, moved, out,
+                              workspace, c, k, r);
+  }
 }
 
 }  // namespace
 
 void register_energy(py::module_& m) {
-  m.def("energy_cpu", &energy_cpu, py::arg("tables"), py::arg("positions"), py::arg("out"),
-        py::arg("cutoff"), py::arg("krf"), py::arg("crf"),
-        R"doc(energy_cpu(tables: dict, positions: numpy.ndarray, out: numpy.ndarray, cutoff: float, krf: float, crf: float) -> None
+  py::tuple names(kNumTables);
+  for (int k = 0; k < kNumTables; ++k) names[k] = kTableNames[k];
+  m.attr("ENERGY_TABLES") = names;
+  def_op(m, "energy", &energy_op,
+         "tables: Sequence[Tensor], positions: Tensor, out: Tensor, workspace: Tensor, "
+         "cutoff: float, krf: float, crf: float",
+         R"doc(
+Per-term force-field energies: out[b] = (bond, angle, torsion, coulomb, lennard_jones) in
+kJ/mol of conformation b.
 
-Per-term force-field energies, in parallel (OpenMP), without the GIL: out[b] = (bond, angle,
-torsion, coulomb, lennard_jones) in kJ/mol of conformation b.
-
-tables: pyslice.energy.EnergyTables fields as numpy arrays (charge, half_sigma, two_sqrt_eps in
-    the dtype of positions; parameters float64; atoms, ptr and idx arrays int64), checked here.
-positions: (B, N, 3) float32 or float64, C-contiguous (nm). out: (B, 5) float64, writable.
+tables: the pyslice.energy.EnergyTables tensors in the order of ENERGY_TABLES (charge, half_sigma,
+    two_sqrt_eps in the dtype of positions; parameters float64; atoms, ptr and idx int64); their
+    contents are checked too on the CPU.
+positions: (B, N, 3) float32 or float64 (nm). out: (B, 5) float64.
+workspace: uint8, workspace_size('energy', device, (B, N, n_items)) bytes (n_items: bonds +
+    angles + torsions + exceptions; 0 bytes on the CPU).
 cutoff: 0 for NoCutoff, else r_c (nm) of CutoffNonPeriodic with reaction-field krf, crf.
-)doc");
-  m.def("energy_delta_cpu", &energy_delta_cpu, py::arg("tables"), py::arg("positions"),
-        py::arg("new_positions"), py::arg("moved"), py::arg("out"), py::arg("cutoff"),
-        py::arg("krf"), py::arg("crf"),
-        R"doc(energy_delta_cpu(tables: dict, positions: numpy.ndarray, new_positions: numpy.ndarray, moved: numpy.ndarray, out: numpy.ndarray, cutoff: float, krf: float, crf: float) -> None
-
-Per-term energy change when the atoms moved[b] (int64 (B, M), -1 = padding, unique per row) go
-from positions[b] to new_positions[b] while every other atom stays at positions[b]; only the terms
-that touch a moved atom are evaluated (O(M N) per conformation). Arguments as energy_cpu.
-)doc");
-  m.def("energy_cuda", &energy_cuda, py::arg("ptrs"), py::arg("sizes"), py::arg("f64"),
-        py::arg("positions_ptr"), py::arg("batch"), py::arg("out_ptr"), py::arg("workspace_ptr"),
-        py::arg("cutoff"), py::arg("krf"), py::arg("crf"), py::arg("stream"),
-        R"doc(energy_cuda(ptrs: dict, sizes: dict, f64: bool, positions_ptr: int, batch: int, out_ptr: int, workspace_ptr: int, cutoff: float, krf: float, crf: float, stream: int) -> None
-
-energy_cpu on the GPU: ptrs maps the EnergyTables field names to device pointers, sizes holds
-n_atoms, n_exceptions, n_bonds, n_angles, n_torsions; workspace_ptr -> energy_cuda_workspace_size
-doubles. Launches on ``stream`` and returns without synchronising.
-)doc");
-  m.def("energy_delta_cuda", &energy_delta_cuda, py::arg("ptrs"), py::arg("sizes"),
-        py::arg("f64"), py::arg("positions_ptr"), py::arg("new_positions_ptr"),
-        py::arg("moved_ptr"), py::arg("batch"), py::arg("n_moved"), py::arg("out_ptr"),
-        py::arg("workspace_ptr"), py::arg("mark_ptr"), py::arg("cutoff"), py::arg("krf"),
-        py::arg("crf"), py::arg("stream"),
-        R"doc(energy_delta_cuda(ptrs, sizes, f64, positions_ptr, new_positions_ptr, moved_ptr, batch, n_moved, out_ptr, workspace_ptr, mark_ptr, cutoff, krf, crf, stream) -> None
-
-energy_delta_cpu on the GPU; mark_ptr -> (B, N) int32 zeros (scratch, left zeroed).
-)doc");
-  m.def("energy_cuda_workspace_size", &energy_cuda_workspace_size, py::arg("n_atoms"),
-        py::arg("n_items"), py::arg("batch"), py::arg("n_moved"), py::arg("delta"),
-        "energy_cuda_workspace_size(n_atoms: int, n_items: int, batch: int, n_moved: int, "
-        "delta: bool) -> int\n\nDoubles of workspace that energy_cuda / energy_delta_cuda need.");
+)doc",
+         "tables", "positions", "out", "workspace", "cutoff", "krf", "crf");
+  def_op(m, "energy_delta", &energy_delta_op,
+         "tables: Sequence[Tensor], positions: Tensor, new_positions: Tensor, moved: Tensor, "
+         "out: Tensor, workspace: Tensor, cutoff: float, krf: float, crf: float",
+         R"doc(
+Per-term energy change when the atoms moved[b] go from positions[b] to new_positions[b]
+while every other atom stays at positions[b]; only the terms that touch a moved atom are
+evaluated (O(M N) per conformation). moved: (B, M) int64, -1 = padding, no atom twice in a row
+(checked upstream; on the CPU the range is checked here too). workspace:
+workspace_size('energy_delta', device, (B, N, M)) bytes. Other arguments as energy.
+)doc",
+         "tables", "positions", "new_positions", "moved", "out", "workspace", "cutoff", "krf",
+         "crf");
 }
 
 }  // namespace pyslice

@@ -1,6 +1,5 @@
-// Internal launchers for the force-field energy (no pybind11, no CUDA headers here).
-// csrc/energy.cpp checks the arguments and calls these; they trust what they are given
-// (tables: pyslice/energy.h, pyslice.energy.EnergyTables).
+// Launchers of the force-field energy (no pybind11, no CUDA headers here). csrc/energy.cpp checks
+// the arguments and calls these; they trust what they are given (tables: pyslice/energy.h).
 #pragma once
 #include <cstdint>
 
@@ -25,23 +24,22 @@ void energy_delta_cpu_launch(const energy::Tables<double>& tables, const double*
                              int64_t n_moved, double* out);
 
 #if defined(PYSLICE_WITH_CUDA)
-// The same on the GPU (all pointers device memory, tables included), on `stream`, without host
-// synchronisation. workspace: energy_cuda_workspace(...) doubles; moved_mark: (B, N) int32 zeros
-// (delta only; left zeroed again). Throw std::invalid_argument / std::runtime_error.
-int64_t energy_cuda_workspace(int64_t n_atoms, int64_t n_items, int64_t batch);
+// The same on CUDA device `device` (every pointer device memory there, tables included), on
+// `stream`, without host synchronisation; batches beyond the grid's y limit run in chunks.
+// workspace: energy::energy_workspace_bytes / delta_workspace_bytes bytes, 8-byte aligned, any
+// contents. Throw std::runtime_error with the CUDA error string when a CUDA call fails.
 void energy_cuda_launch(const energy::Tables<float>& tables, const float* positions, int64_t batch,
-                        double* out, double* workspace, void* stream);
+                        double* out, void* workspace, int device, void* stream);
 void energy_cuda_launch(const energy::Tables<double>& tables, const double* positions,
-                        int64_t batch, double* out, double* workspace, void* stream);
-int64_t energy_delta_cuda_workspace(int64_t n_moved, int64_t batch);
+                        int64_t batch, double* out, void* workspace, int device, void* stream);
 void energy_delta_cuda_launch(const energy::Tables<float>& tables, const float* positions,
                               const float* new_positions, const int64_t* moved, int64_t batch,
-                              int64_t n_moved, double* out, double* workspace, int32_t* moved_mark,
+                              int64_t n_moved, double* out, void* workspace, int device,
                               void* stream);
 void energy_delta_cuda_launch(const energy::Tables<double>& tables, const double* positions,
                               const double* new_positions, const int64_t* moved, int64_t batch,
-                              int64_t n_moved, double* out, double* workspace,
-                              int32_t* moved_mark, void* stream);
+                              int64_t n_moved, double* out, void* workspace, int device,
+                              void* stream);
 #endif
 
 }  // namespace pyslice

@@ -1,4 +1,4 @@
-// Internal launchers for the fused Metropolis-Hastings step (no pybind11, no CUDA headers).
+// Launchers of the fused Metropolis-Hastings step (no pybind11, no CUDA headers here).
 // chi, energy, log_weight, latent, accepted_count: updated in place where a chain accepts.
 // csrc/metropolis.cpp checks the arguments and calls these; they trust what they are given.
 #pragma once
@@ -13,10 +13,11 @@ void metropolis_step_cpu_launch(const MetropolisArrays<Chi, Energy>& a, double b
                                 uint64_t step);
 
 #if defined(PYSLICE_WITH_CUDA)
-// The same on the GPU, one thread per chain, on `stream`; no host synchronisation.
+// The same on CUDA device `device`, one thread per chain (grid-stride), on `stream`; no host
+// synchronisation.
 template <typename Chi, typename Energy>
 void metropolis_step_cuda_launch(const MetropolisArrays<Chi, Energy>& a, double beta,
-                                 uint64_t seed, uint64_t step, void* stream);
+                                 uint64_t seed, uint64_t step, int device, void* stream);
 #endif
 
 }  // namespace pyslice

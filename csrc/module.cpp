@@ -7,9 +7,8 @@
 #include <omp.h>
 #endif
 
-#if defined(PYSLICE_WITH_CUDA)
-#include "vonmises_ops.h"
-#endif
+#include "device.h"
+#include "pyslice/energy.h"
 
 #define PYSLICE_STRINGIFY_(x) #x
 #define PYSLICE_STRINGIFY(x) PYSLICE_STRINGIFY_(x)
@@ -39,12 +38,7 @@
 namespace {
 namespace py = pybind11;
 
-constexpr bool kCudaCompiled =
-#if defined(PYSLICE_WITH_CUDA)
-    true;
-#else
-    false;
-#endif
+using pyslice::kCudaCompiled;
 
 constexpr bool kOpenMP =
 #if defined(PYSLICE_WITH_OPENMP)
@@ -102,6 +96,55 @@ int cuda_device_count() {
 #endif
 }
 
+// The ops of this module (each registered as <op>_cpu and <op>_cuda).
+constexpr const char* kOps[] = {"sample_mixture", "metropolis_step", "build_sidechains", "energy",
+                                "energy_delta"};
+
+// The one workspace rule: an op that needs scratch memory takes a uint8 `workspace` view of this
+// many bytes, which the caller allocates (pyslice._native, with torch); the compiled code
+// allocates no device memory of its own. Sizes come from the op's header.
+int64_t workspace_size(const py::object& op_obj, const py::object& device_obj,
+                       const py::object& shape_obj) {
+  namespace args = pyslice::args;
+  if (!py::isinstance<py::str>(op_obj)) {
+    throw py::type_error("op must be a str, got " + args::type_name(op_obj));
+  }
+  const std::string op = op_obj.cast<std::string>();
+  bool known = false;
+  std::string names;
+  for (const char* name : kOps) {
+    known = known || op == name;
+    names += (names.empty() ? "" : ", ") + std::string(name);
+  }
+  if (!known) {
+    throw py::value_error("op must be one of " + names + ", got " + args::repr_of(op_obj));
+  }
+  const std::string device =
+      py::isinstance<py::str>(device_obj) ? device_obj.cast<std::string>() : std::string();
+  if (device != "cpu" && device != "cuda") {
+    throw py::value_error("device must be 'cpu' or 'cuda', got " + args::repr_of(device_obj));
+  }
+  if (!py::isinstance<py::tuple>(shape_obj) && !py::isinstance<py::list>(shape_obj)) {
+    throw py::type_error("shape must be a tuple of ints, got " + args::type_name(shape_obj));
+  }
+  const auto shape = py::reinterpret_borrow<py::sequence>(shape_obj);
+  const bool energy_op = op == "energy" || op == "energy_delta";
+  const size_t rank = energy_op ? 3 : 0;
+  if (py::len(shape) != rank) {
+    throw py::value_error("shape must have " + std::to_string(rank) + " entries for " + op +
+                          (energy_op ? " (batch, n_atoms, " +
+                                           std::string(op == "energy" ? "n_items" : "n_moved") +
+                                           ")"
+                                     : std::string()) +
+                          ", got " + args::repr_of(shape_obj));
+  }
+  if (!energy_op || device == "cpu") return 0;
+  int64_t s[3];
+  for (int k = 0; k < 3; ++k) s[k] = args::to_int64(shape[k], "shape", 0);
+  return op == "energy" ? pyslice::energy::energy_workspace_bytes(s[0], s[1], s[2])
+                        : pyslice::energy::delta_workspace_bytes(s[0], s[1], s[2]);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -129,6 +172,13 @@ PYBIND11_MODULE(_C, m) {
         "CUDA devices visible to this module's (static) CUDA runtime; 0 without CUDA, driver or "
         "device.");
 
+  m.def("workspace_size", &workspace_size, py::arg("op"), py::arg("device"), py::arg("shape"),
+        "workspace_size(op: str, device: str, shape: tuple[int, ...]) -> int\n\n"
+        "Bytes of the uint8 `workspace` view that <op>_<device> takes: (batch, n_atoms, n_items) "
+        "for 'energy' (n_items: bonds + angles + torsions + exceptions), (batch, n_atoms, "
+        "n_moved) for 'energy_delta', () for the ops that take no workspace (0). 0 on the CPU.");
+
+  pyslice::register_tensor(m);
   pyslice::register_vonmises(m);
   pyslice::register_energy(m);
   pyslice::register_build(m);

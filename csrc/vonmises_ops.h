@@ -1,4 +1,4 @@
-// Internal launchers for the von Mises mixture sampler (no pybind11, no CUDA headers here).
+// Launchers of the von Mises mixture sampler (no pybind11, no CUDA headers here).
 // csrc/vonmises.cpp checks the arguments and calls these; they trust what they are given.
 #pragma once
 #include <cstdint>
@@ -12,16 +12,11 @@ void sample_mixture_cpu_launch(const float* table, int64_t rows, int64_t n_compo
                                int64_t n, uint64_t seed, uint32_t offset, bool pi_periodic);
 
 #if defined(PYSLICE_WITH_CUDA)
-// The same on the GPU: a grid-stride kernel (256 threads per block) on `stream` (a cudaStream_t),
-// launched on the device that owns `out`; no host synchronisation. Throws std::invalid_argument
-// when a pointer is not device memory (or the two live on different devices) and
-// std::runtime_error with the CUDA error string when a CUDA call or the launch fails.
+// The same on CUDA device `device`: a grid-stride kernel (256 threads per block) on `stream` (a
+// cudaStream_t); no host synchronisation. std::runtime_error when a CUDA call fails.
 void sample_mixture_cuda_launch(const float* table, int64_t rows, int64_t n_components, float* out,
                                 int64_t n, uint64_t seed, uint32_t offset, bool pi_periodic,
-                                void* stream);
-
-// Number of usable CUDA devices; 0 when there is no driver or no device.
-int cuda_device_count();
+                                int device, void* stream);
 #endif
 
 }  // namespace pyslice

@@ -30,7 +30,8 @@ class BackendUnavailable(RuntimeError):
 
 
 @functools.cache
-def _triton_import_error() -> str | None:
+def triton_import_error() -> str | None:
+    """Why Triton cannot be imported here, or None when it can."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'pyslice[gpu]')"
     try:
@@ -45,7 +46,7 @@ def triton_interpreted() -> bool:
 
 
 def _why_not_triton(device: torch.device) -> str | None:
-    if (reason := _triton_import_error()) is not None:
+    if (reason := triton_import_error()) is not None:
         return reason
     if device.type == "cuda":
         return None
@@ -124,29 +125,29 @@ def _register(op: str, backend: str, target: str, dtypes: tuple[torch.dtype, ...
 
 # von Mises mixture sampling: (table (6, rows, K) float32, n, seed, offset, pi_periodic) -> (n,)
 _register("vonmises_sample", "triton", "pyslice.kernels.vonmises:sample_mixture")
-_register("vonmises_sample", "cuda", "pyslice._ops:sample_mixture_cuda")
-_register("vonmises_sample", "cpu", "pyslice._ops:sample_mixture_cpu")
+_register("vonmises_sample", "cuda", "pyslice._native:sample_mixture")
+_register("vonmises_sample", "cpu", "pyslice._native:sample_mixture")
 _register("vonmises_sample", "reference", "pyslice.reference:sample_mixture")
 
 # Fused Metropolis-Hastings step, in place on the chain state (pyslice.mcmc.metropolis_step);
 # dispatched on the dtype of chi.
-_register("metropolis_step", "cuda", "pyslice._ops:metropolis_step_cuda", _F32_F64)
-_register("metropolis_step", "cpu", "pyslice._ops:metropolis_step_cpu", _F32_F64)
+_register("metropolis_step", "cuda", "pyslice._native:metropolis_step", _F32_F64)
+_register("metropolis_step", "cpu", "pyslice._native:metropolis_step", _F32_F64)
 _register("metropolis_step", "reference", "pyslice.reference:metropolis_step", _F32_F64)
 
 # Force-field energy (pyslice.energy): (tables, positions (B, N, 3)) -> (B, 5) float64 per term;
 # energy_delta: (tables, positions, new_positions, moved (B, M) int64) -> (B, 5) float64.
-_register("energy", "cuda", "pyslice._ops:energy_cuda", _F32_F64)
-_register("energy", "cpu", "pyslice._ops:energy_cpu", _F32_F64)
+_register("energy", "cuda", "pyslice._native:energy", _F32_F64)
+_register("energy", "cpu", "pyslice._native:energy", _F32_F64)
 _register("energy", "reference", "pyslice.energy.reference:energy_reference", _F32_F64)
-_register("energy_delta", "cuda", "pyslice._ops:energy_delta_cuda", _F32_F64)
-_register("energy_delta", "cpu", "pyslice._ops:energy_delta_cpu", _F32_F64)
+_register("energy_delta", "cuda", "pyslice._native:energy_delta", _F32_F64)
+_register("energy_delta", "cpu", "pyslice._native:energy_delta", _F32_F64)
 _register("energy_delta", "reference", "pyslice.energy.reference:energy_delta_reference", _F32_F64)
 
 # Side-chain building (pyslice.geometry.SideChainBuilder.build):
 # (tables: geometry.BuildTables, chi (B, n_chi)) -> (B, N, 3) in chi's dtype.
-_register("sidechain_build", "cuda", "pyslice._ops:build_sidechains_cuda", _F32_F64)
-_register("sidechain_build", "cpu", "pyslice._ops:build_sidechains_cpu", _F32_F64)
+_register("sidechain_build", "cuda", "pyslice._native:build_sidechains", _F32_F64)
+_register("sidechain_build", "cpu", "pyslice._native:build_sidechains", _F32_F64)
 _register("sidechain_build", "reference", "pyslice.geometry.builder:build_reference", _F32_F64)
 
 # Attention (pyslice.attention.attention): (q (B, H, Sq, D), k, v (B, H, Sk, D), key_padding_mask

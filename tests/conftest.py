@@ -8,7 +8,9 @@ without a GPU; on a GPU machine the same tests run the compiled kernels on CUDA 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -17,7 +19,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from pyslice import _compiled, backends  # noqa: E402
+from pyslice import backends  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 # The shared data: $PYSLICE_DATA, else ../shared/data beside the checkout (not the cwd).
@@ -28,7 +30,7 @@ if "PYSLICE_DATA" not in os.environ:
 
 
 def _triton_ok() -> bool:
-    return backends._triton_import_error() is None
+    return backends.triton_import_error() is None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,44 +38,97 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "gpu" in item.keywords and not HAS_CUDA:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "triton" in item.keywords and not _triton_ok():
-            item.add_marker(pytest.mark.skip(reason=backends._triton_import_error() or ""))
+            item.add_marker(pytest.mark.skip(reason=backends.triton_import_error() or ""))
 
 
-def sampling_backends() -> list[tuple[str, str]]:
-    """(backend, device) pairs that can sample here: every fast path and the reference."""
-    pairs = [("reference", "cpu")]
-    if _compiled.is_available():
-        pairs.append(("cpu", "cpu"))
-    if _triton_ok():
-        pairs.append(("triton", "cuda" if HAS_CUDA else "cpu"))
-    if HAS_CUDA:
-        pairs.append(("reference", "cuda"))
-        if _compiled.cuda_compiled():
-            pairs.append(("cuda", "cuda"))
-    return pairs
+class Case(NamedTuple):
+    """One cell of an op's test matrix: an implementation, a device and a dtype."""
+
+    backend: str
+    device: str
+    dtype: torch.dtype
 
 
-def backend_params(include_reference: bool = True) -> list:
+_SHORT = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32", torch.float64: "f64"}
+
+
+def _devices(backend: str) -> tuple[str, ...]:
+    """Where an implementation runs in tests: the reference on both devices, the C++ path on the
+    CPU, CUDA on CUDA, Triton on CUDA (on the CPU through its interpreter where there is no GPU)."""
+    return {
+        "reference": ("cpu", "cuda"),
+        "cpu": ("cpu",),
+        "cuda": ("cuda",),
+        "triton": ("cuda",) if HAS_CUDA else ("cpu",),
+    }[backend]
+
+
+def backend_matrix(op: str, *, reference: bool = True, with_dtype: bool = True) -> list:
+    """pytest params for every (implementation, device, dtype) of ``op``, from
+    ``backends.implementations(op)``: each implementation's dtypes on the devices it runs on here.
+    Triton cases are marked ``triton``, CUDA ones ``gpu`` (both skip where they cannot run); a
+    case that could run on this machine but cannot (say _C failed to build) is skipped with the
+    reason. Values are :class:`Case` with ``with_dtype``, else (backend, device) pairs, one per
+    implementation and device."""
     params = []
-    for backend, device in sampling_backends():
-        if backend == "reference" and not include_reference:
+    for name, impl in backends.implementations(op).items():
+        if name == "reference" and not reference:
             continue
-        marks = []
-        if backend == "triton":
-            marks.append(pytest.mark.triton)
-        if device == "cuda":
-            marks.append(pytest.mark.gpu)
-        params.append(pytest.param((backend, device), id=f"{backend}-{device}", marks=marks))
+        for device in _devices(name):
+            marks = []
+            if name == "triton":
+                marks.append(pytest.mark.triton)
+            if device == "cuda":
+                marks.append(pytest.mark.gpu)
+            runnable_here = (device == "cpu" or HAS_CUDA) and (name != "triton" or _triton_ok())
+            for dtype in impl.dtypes if with_dtype else impl.dtypes[:1]:
+                reason = impl.why_not(torch.device(device), dtype, forced=True)
+                skip = [pytest.mark.skip(reason=reason)] if runnable_here and reason else []
+                if with_dtype:
+                    value, case_id = Case(name, device, dtype), f"{name}-{device}-{_SHORT[dtype]}"
+                else:
+                    value, case_id = (name, device), f"{name}-{device}"
+                params.append(pytest.param(value, id=case_id, marks=marks + skip))
     return params
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``fast_backend``: every compiled/Triton sampler usable here; ``any_backend``: those plus the
-    reference; each a (backend, device) pair."""
-    if "fast_backend" in metafunc.fixturenames:
-        metafunc.parametrize("fast_backend", backend_params(include_reference=False))
-    if "any_backend" in metafunc.fixturenames:
-        metafunc.parametrize("any_backend", backend_params())
+    """For every op of pyslice.backends, fixtures that a test asks for by name:
+
+    ``<op>_case`` / ``fast_<op>_case``: a :class:`Case` (backend, device, dtype) for every
+    implementation (reference included / fast paths only) and each of its dtypes;
+    ``<op>_backend`` / ``fast_<op>_backend``: a (backend, device) pair per implementation.
+    E.g. ``fast_energy_case``, ``metropolis_step_backend``.
+    """
+    for op in backends.operations():
+        for prefix, reference in (("", True), ("fast_", False)):
+            for suffix, with_dtype in (("_case", True), ("_backend", False)):
+                name = f"{prefix}{op}{suffix}"
+                if name in metafunc.fixturenames:
+                    params = backend_matrix(op, reference=reference, with_dtype=with_dtype)
+                    metafunc.parametrize(name, params)
+
+
+@pytest.fixture(scope="session", name="backend_matrix")
+def backend_matrix_fixture() -> Callable[..., list]:
+    """The :func:`backend_matrix` function itself (tests of the matrix)."""
+    return backend_matrix
+
+
+@pytest.fixture(scope="session")
+def usable_backends() -> Callable[..., list[str]]:
+    """``usable_backends(op, device="cpu", dtype=None)``: the backends of ``op`` that can run here
+    on ``device`` (for a test that loops over them within one case)."""
+
+    def usable(op: str, device: str = "cpu", dtype: torch.dtype | None = None) -> list[str]:
+        names = []
+        for name, impl in backends.implementations(op).items():
+            reason = impl.why_not(torch.device(device), dtype or impl.dtypes[0], forced=True)
+            if reason is None and device in _devices(name):
+                names.append(name)
+        return names
+
+    return usable
 
 
 @pytest.fixture(scope="session")

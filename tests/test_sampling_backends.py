@@ -1,4 +1,6 @@
-"""Every fast sampling path (C++, Triton, CUDA) against the torch reference.
+"""Every fast sampling path (C++, Triton, CUDA) against the torch reference: the fixture
+``fast_vonmises_sample_backend`` (tests/conftest.py) holds each implementation that
+``pyslice.backends`` registers for op vonmises_sample, on each device it runs on.
 
 The paths draw the same Philox streams and evaluate the same float32 expressions, so draws agree
 element by element up to the last bits of sin/cos/log (tolerance 2e-5 rad; a rejection decision
@@ -39,8 +41,10 @@ def _mixture(device: str) -> VonMisesMixture:
 
 
 @pytest.mark.parametrize("pi_periodic", [False, True])
-def test_fast_path_matches_reference_draw_for_draw(fast_backend, pi_periodic: bool) -> None:
-    backend, device = fast_backend
+def test_fast_path_matches_reference_draw_for_draw(
+    fast_vonmises_sample_backend, pi_periodic: bool
+) -> None:
+    backend, device = fast_vonmises_sample_backend
     mix = _mixture(device)
     mix.pi_periodic = pi_periodic
     fast = mix.sample(3000, seed=123, offset=5, backend=backend)
@@ -50,16 +54,16 @@ def test_fast_path_matches_reference_draw_for_draw(fast_backend, pi_periodic: bo
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 1023, 1025])
-def test_fast_path_sizes(fast_backend, n: int) -> None:
-    backend, device = fast_backend
+def test_fast_path_sizes(fast_vonmises_sample_backend, n: int) -> None:
+    backend, device = fast_vonmises_sample_backend
     dist = VonMises(torch.tensor([0.5], device=device), torch.tensor([4.0], device=device))
     fast = dist.sample(n, seed=9, backend=backend)
     assert fast.shape == (n, 1)
     _assert_agree(fast.cpu(), dist.sample(n, seed=9, backend="reference").cpu())
 
 
-def test_fast_path_non_contiguous_parameters(fast_backend) -> None:
-    backend, device = fast_backend
+def test_fast_path_non_contiguous_parameters(fast_vonmises_sample_backend) -> None:
+    backend, device = fast_vonmises_sample_backend
     base = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)).to(device)
     loc = base.t()[:, ::2]  # (4, 3), strided
     kappa = base.abs().t()[:, 1::2] * 10
@@ -72,8 +76,8 @@ def test_fast_path_non_contiguous_parameters(fast_backend) -> None:
     _assert_agree(a.cpu(), mix.sample(500, seed=1, backend="reference").cpu())
 
 
-def test_fast_path_is_reproducible_and_seed_sensitive(fast_backend) -> None:
-    backend, device = fast_backend
+def test_fast_path_is_reproducible_and_seed_sensitive(fast_vonmises_sample_backend) -> None:
+    backend, device = fast_vonmises_sample_backend
     dist = _mixture(device)
     a = dist.sample(2000, seed=2**33 + 5, backend=backend)
     assert torch.equal(a, dist.sample(2000, seed=2**33 + 5, backend=backend))
@@ -82,8 +86,8 @@ def test_fast_path_is_reproducible_and_seed_sensitive(fast_backend) -> None:
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.5, 50.0, 1e5])
-def test_fast_path_samples_pass_ks(fast_backend, kappa: float) -> None:
-    backend, device = fast_backend
+def test_fast_path_samples_pass_ks(fast_vonmises_sample_backend, kappa: float) -> None:
+    backend, device = fast_vonmises_sample_backend
     n = 20_000 if backend == "triton" and device == "cpu" else 200_000
     dist = VonMises(torch.tensor(-1.0, device=device), torch.tensor(kappa, device=device))
     draws = dist.sample(n, seed=17, backend=backend).double().cpu().numpy()

@@ -1,4 +1,4 @@
-// CPU launcher for the side-chain builder: the maths lives in pyslice/build.h.
+// CPU launcher for the side-chain builder: the schedule only; the move lives in pyslice/build.h.
 #include <algorithm>
 #include <cstdint>
 
@@ -9,7 +9,7 @@ namespace pyslice {
 namespace {
 
 template <typename T>
-void build_cpu(const BuildArgs<T>& a) {
+void build_cpu(const build::BuildArgs<T>& a) {
   const int64_t stride = 3 * a.n_atoms;
   // One conformation per iteration: each is independent, so the result does not depend on the
   // number of threads or the schedule. Dynamic chunks: on a shared machine a descheduled thread
@@ -21,18 +21,12 @@ void build_cpu(const BuildArgs<T>& a) {
     T* out = a.out + b * stride;
     const T* chi = a.chi + b * a.n_chi;
     std::copy(a.positions, a.positions + stride, out);
-    // Serially within a conformation, each chi's rotation is made once, from the positions
-    // as they stand after the lower levels.
+    // Level by level, serially within a conformation: each chi's rotation is made once, from the
+    // positions as they stand after the lower levels.
     for (int level = 0; level < build::kLevels; ++level) {
-      int64_t current = -1;
-      build::Rotation<T> rotation{};
+      build::RotationCache<T> cache;
       for (int64_t m = a.level_start[level]; m < a.level_start[level + 1]; ++m) {
-        const int64_t j = a.move_chi[m];
-        if (j != current) {
-          rotation = build::chi_rotation(out, chi, a.chi_ref, a.axis, j);
-          current = j;
-        }
-        build::rotate_point(rotation, out + 3 * a.move_atom[m]);
+        build::apply_move(a, out, chi, m, cache);
       }
     }
   }
@@ -40,7 +34,7 @@ void build_cpu(const BuildArgs<T>& a) {
 
 }  // namespace
 
-void build_cpu_launch(const BuildArgs<float>& args) { build_cpu(args); }
-void build_cpu_launch(const BuildArgs<double>& args) { build_cpu(args); }
+void build_cpu_launch(const build::BuildArgs<float>& args) { build_cpu(args); }
+void build_cpu_launch(const build::BuildArgs<double>& args) { build_cpu(args); }
 
 }  // namespace pyslice

@@ -1,4 +1,5 @@
-// CPU launchers for the force-field energy: the maths lives in pyslice/energy.h.
+// CPU launchers for the force-field energy: the schedule only; every term's maths and the bonded
+// and delta loop bodies live in pyslice/energy.h.
 //
 // Full energy: the conformations are transposed to SoA (x, y, z rows) so that the inner loop over
 // partner atoms j is a unit-stride SIMD loop; exceptions are skipped in that loop by a per-thread
@@ -13,30 +14,21 @@
 #include "energy_ops.h"
 #include "pyslice/energy.h"
 
-#if defined(PYSLICE_WITH_OPENMP)
-#include <omp.h>
-#endif
-
 namespace pyslice {
 namespace {
 
 using energy::Tables;
-using energy::Vec3;
 
 constexpr int64_t kRowBlock = 32;
-
-template <typename T>
-Vec3 at(const T* conformation, int64_t atom) {
-  const T* p = conformation + 3 * atom;
-  return {static_cast<double>(p[0]), static_cast<double>(p[1]), static_cast<double>(p[2])};
-}
 
 // sum over j in [j0, n) of keep[j] * (Coulomb, LJ)(atom i at (xi, yi, zi), atom j): the hot loop.
 // A row is summed in T (full-width SIMD: float rows stay float) and added to the double totals;
 // a float row of ~1e3 terms keeps ~1e-6 relative accuracy, the float32 path's own precision.
 template <bool kCutoff, typename T>
-__attribute__((always_inline)) inline void pair_row_body(const Tables<T>& t, const T* x, const T* y, const T* z, const T* keep, int64_t i,
-              T xi, T yi, T zi, int64_t j0, int64_t n, double& coulomb, double& lj) {
+__attribute__((always_inline)) inline void pair_row_body(const Tables<T>& t, const T* x,
+                                                         const T* y, const T* z, const T* keep,
+                                                         int64_t i, T xi, T yi, T zi, int64_t j0,
+                                                         int64_t n, double& coulomb, double& lj) {
   const T qi = t.charge[i];
   const T si = t.half_sigma[i];
   const T ei = t.two_sqrt_eps[i];
@@ -53,8 +45,9 @@ __attribute__((always_inline)) inline void pair_row_body(const Tables<T>& t, con
     const T dy = y[j] - yi;
     const T dz = z[j] - zi;
     T c, l;
-    energy::pair_terms<kCutoff, T>(dx * dx + dy * dy + dz * dz, qi * q[j], si + s[j], ei * e[j],
-                                   cutoff2, krf, crf, c, l);
+    energy::pair_terms<kCutoff, T>(dx * dx + dy * dy + dz * dz,
+                                   energy::combine(qi, si, ei, q[j], s[j], e[j]), cutoff2, krf,
+                                   crf, c, l);
     // A select, not a product: an excluded pair may overlap (inf) and 0 * inf is NaN.
     c_sum += keep[j] != T(0) ? keep[j] * c : T(0);
     l_sum += keep[j] != T(0) ? keep[j] * l : T(0);
@@ -83,88 +76,24 @@ PYSLICE_PAIR_ROW(pair_row_cut_f64, true, double)
 PYSLICE_PAIR_ROW(pair_row_nocut_f64, false, double)
 #undef PYSLICE_PAIR_ROW
 
-template <bool kCutoff>
 void pair_row(const Tables<float>& t, const float* x, const float* y, const float* z,
-              const float* keep, int64_t i, float xi, float yi, float zi, int64_t j0, int64_t n,
+              const float* keep, int64_t i, float xi, float yi, float zi, int64_t j0,
               double& coulomb, double& lj) {
-  (kCutoff ? pair_row_cut_f32 : pair_row_nocut_f32)(t, x, y, z, keep, i, xi, yi, zi, j0, n,
-                                                    coulomb, lj);
+  (t.cutoff > 0 ? pair_row_cut_f32 : pair_row_nocut_f32)(t, x, y, z, keep, i, xi, yi, zi, j0,
+                                                         t.n_atoms, coulomb, lj);
 }
 
-template <bool kCutoff>
 void pair_row(const Tables<double>& t, const double* x, const double* y, const double* z,
               const double* keep, int64_t i, double xi, double yi, double zi, int64_t j0,
-              int64_t n, double& coulomb, double& lj) {
-  (kCutoff ? pair_row_cut_f64 : pair_row_nocut_f64)(t, x, y, z, keep, i, xi, yi, zi, j0, n,
-                                                    coulomb, lj);
+              double& coulomb, double& lj) {
+  (t.cutoff > 0 ? pair_row_cut_f64 : pair_row_nocut_f64)(t, x, y, z, keep, i, xi, yi, zi, j0,
+                                                         t.n_atoms, coulomb, lj);
 }
 
+// keep[j] = value for the exception partners j of atom i.
 template <typename T>
-void pair_row_dispatch(const Tables<T>& t, const T* x, const T* y, const T* z, const T* keep,
-                       int64_t i, T xi, T yi, T zi, int64_t j0, double& coulomb, double& lj) {
-  if (t.cutoff > 0) {
-    pair_row<true>(t, x, y, z, keep, i, xi, yi, zi, j0, t.n_atoms, coulomb, lj);
-  } else {
-    pair_row<false>(t, x, y, z, keep, i, xi, yi, zi, j0, t.n_atoms, coulomb, lj);
-  }
-}
-
-// (Coulomb, LJ) of the plain pair (i at pi, j at pj): the pair_row expression for one pair.
-template <typename T>
-void pair_one(const Tables<T>& t, int64_t i, int64_t j, const T* pi, const T* pj, double& coulomb,
-              double& lj) {
-  const T dx = pj[0] - pi[0];
-  const T dy = pj[1] - pi[1];
-  const T dz = pj[2] - pi[2];
-  const T r2 = dx * dx + dy * dy + dz * dz;
-  T c, l;
-  if (t.cutoff > 0) {
-    energy::pair_terms<true, T>(r2, t.charge[i] * t.charge[j], t.half_sigma[i] + t.half_sigma[j],
-                                t.two_sqrt_eps[i] * t.two_sqrt_eps[j],
-                                static_cast<T>(t.cutoff * t.cutoff), static_cast<T>(t.krf),
-                                static_cast<T>(t.crf), c, l);
-  } else {
-    energy::pair_terms<false, T>(r2, t.charge[i] * t.charge[j], t.half_sigma[i] + t.half_sigma[j],
-                                 t.two_sqrt_eps[i] * t.two_sqrt_eps[j], T(0), T(0), T(0), c, l);
-  }
-  coulomb = static_cast<double>(c);
-  lj = static_cast<double>(l);
-}
-
-// Bonded terms and exceptions of one conformation, added into out[5].
-template <typename T>
-void bonded_and_exceptions(const Tables<T>& t, const T* conf, double* out) {
-  double sum = 0.0;
-  for (int64_t k = 0; k < t.n_bonds; ++k) {
-    const int64_t* a = t.bond_atoms + 2 * k;
-    sum += energy::bond_energy(at(conf, a[0]), at(conf, a[1]), t.bond_params + 2 * k);
-  }
-  out[energy::kBond] += sum;
-  sum = 0.0;
-  for (int64_t k = 0; k < t.n_angles; ++k) {
-    const int64_t* a = t.angle_atoms + 3 * k;
-    sum += energy::angle_energy(at(conf, a[0]), at(conf, a[1]), at(conf, a[2]),
-                                t.angle_params + 2 * k);
-  }
-  out[energy::kAngle] += sum;
-  sum = 0.0;
-  for (int64_t k = 0; k < t.n_torsions; ++k) {
-    const int64_t* a = t.torsion_atoms + 4 * k;
-    sum += energy::torsion_energy(at(conf, a[0]), at(conf, a[1]), at(conf, a[2]), at(conf, a[3]),
-                                  t.torsion_params + 3 * k);
-  }
-  out[energy::kTorsion] += sum;
-  double coulomb = 0.0, lj = 0.0;
-  for (int64_t k = 0; k < t.n_exceptions; ++k) {
-    const int64_t* a = t.exc_atoms + 2 * k;
-    const Vec3 d = energy::sub(at(conf, a[0]), at(conf, a[1]));
-    double c, l;
-    energy::exception_terms(energy::dot(d, d), t.exc_params + 3 * k, c, l);
-    coulomb += c;
-    lj += l;
-  }
-  out[energy::kCoulomb] += coulomb;
-  out[energy::kLennardJones] += lj;
+void set_partners(const Tables<T>& t, int64_t i, T* keep, T value) {
+  for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = value;
 }
 
 template <typename T>
@@ -172,6 +101,7 @@ void energy_cpu(const Tables<T>& t, const T* positions, int64_t batch, double* o
   const int64_t n = t.n_atoms;
   const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
   const int64_t items = batch * blocks;
+  const int64_t bonded_items = energy::n_bonded_items(t);
   std::vector<T> soa(static_cast<size_t>(batch * 3 * n));
   std::vector<double> partial(static_cast<size_t>(items * 2), 0.0);
   std::fill(out, out + batch * energy::kNumTerms, 0.0);
@@ -193,7 +123,8 @@ void energy_cpu(const Tables<T>& t, const T* positions, int64_t batch, double* o
         s[n + i] = conf[3 * i + 1];
         s[2 * n + i] = conf[3 * i + 2];
       }
-      bonded_and_exceptions(t, conf, out + b * energy::kNumTerms);
+      double* o = out + b * energy::kNumTerms;
+      for (int64_t k = 0; k < bonded_items; ++k) energy::bonded_item(t, conf, k, o);
     }
     // Triangular rows: early blocks cost more; dynamic scheduling balances them.
 #if defined(PYSLICE_WITH_OPENMP)
@@ -208,9 +139,9 @@ void energy_cpu(const Tables<T>& t, const T* positions, int64_t batch, double* o
       const T* z = y + n;
       double coulomb = 0.0, lj = 0.0;
       for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = T(0);
-        pair_row_dispatch(t, x, y, z, keep.data(), i, x[i], y[i], z[i], i + 1, coulomb, lj);
-        for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = T(1);
+        set_partners(t, i, keep.data(), T(0));
+        pair_row(t, x, y, z, keep.data(), i, x[i], y[i], z[i], i + 1, coulomb, lj);
+        set_partners(t, i, keep.data(), T(1));
       }
       partial[2 * item] = coulomb;
       partial[2 * item + 1] = lj;
@@ -224,19 +155,6 @@ void energy_cpu(const Tables<T>& t, const T* positions, int64_t batch, double* o
   }
 }
 
-// True when `atom` is the first atom of `atoms[0..width)` that is moved (slot >= 0): each term
-// that touches several moved atoms is then counted once, at its first moved atom.
-inline bool first_moved(const int64_t* atoms, int width, int64_t atom, const int32_t* slot) {
-  for (int k = 0; k < width; ++k) {
-    if (slot[atoms[k]] >= 0) return atoms[k] == atom;
-  }
-  return false;
-}
-
-inline bool excluded(const int64_t* ptr, const int64_t* idx, int64_t i, int64_t j) {
-  return std::binary_search(idx + ptr[i], idx + ptr[i + 1], j);
-}
-
 template <typename T>
 void energy_delta_cpu(const Tables<T>& t, const T* positions, const T* new_positions,
                       const int64_t* moved, int64_t batch, int64_t n_moved, double* out) {
@@ -246,8 +164,8 @@ void energy_delta_cpu(const Tables<T>& t, const T* positions, const T* new_posit
 #pragma omp parallel if (batch * n_moved * n >= (int64_t{1} << 18))
 #endif
   {
-    std::vector<int32_t> slot(static_cast<size_t>(n), -1);  // moved atom -> its column in moved
-    std::vector<T> keep(static_cast<size_t>(n), T(1));      // 0 for moved atoms (and partners)
+    std::vector<int32_t> mark(static_cast<size_t>(n), 0);  // moved atom -> its column + 1
+    std::vector<T> keep(static_cast<size_t>(n), T(1));     // 0 for moved atoms (and partners)
     std::vector<T> soa(static_cast<size_t>(3 * n));
     std::vector<int64_t> list;
     list.reserve(static_cast<size_t>(n_moved));
@@ -255,14 +173,13 @@ void energy_delta_cpu(const Tables<T>& t, const T* positions, const T* new_posit
 #pragma omp for schedule(dynamic, 4)
 #endif
     for (int64_t b = 0; b < batch; ++b) {
-      const T* old_conf = positions + b * n * 3;
-      const T* new_conf = new_positions + b * n * 3;
+      const energy::Move<T> move{positions + b * n * 3, new_positions + b * n * 3, mark.data()};
       double* o = out + b * energy::kNumTerms;
       list.clear();
       for (int64_t k = 0; k < n_moved; ++k) {
         const int64_t atom = moved[b * n_moved + k];
-        if (atom < 0 || slot[atom] >= 0) continue;  // padding (duplicates are rejected upstream)
-        slot[atom] = static_cast<int32_t>(k);
+        if (atom < 0 || mark[atom] != 0) continue;  // padding (duplicates are rejected upstream)
+        mark[atom] = static_cast<int32_t>(k) + 1;
         keep[atom] = T(0);
         list.push_back(atom);
       }
@@ -271,77 +188,44 @@ void energy_delta_cpu(const Tables<T>& t, const T* positions, const T* new_posit
         T* y = x + n;
         T* z = y + n;
         for (int64_t i = 0; i < n; ++i) {
-          x[i] = old_conf[3 * i];
-          y[i] = old_conf[3 * i + 1];
-          z[i] = old_conf[3 * i + 2];
+          x[i] = move.old_conf[3 * i];
+          y[i] = move.old_conf[3 * i + 1];
+          z[i] = move.old_conf[3 * i + 2];
         }
-        // Conformation after the move: moved atoms from new_positions, the rest unchanged.
-        auto now = [&](int64_t atom) { return at(slot[atom] >= 0 ? new_conf : old_conf, atom); };
-        auto before = [&](int64_t atom) { return at(old_conf, atom); };
         double c_new = 0.0, c_old = 0.0, l_new = 0.0, l_old = 0.0;
         for (size_t m = 0; m < list.size(); ++m) {
           const int64_t i = list[m];
           // (moved i, unmoved j) plain pairs: old and new rows against the same environment.
-          for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) keep[t.excl_idx[k]] = T(0);
-          const T* pn = new_conf + 3 * i;
-          pair_row_dispatch(t, x, y, z, keep.data(), i, pn[0], pn[1], pn[2], 0, c_new, l_new);
-          pair_row_dispatch(t, x, y, z, keep.data(), i, x[i], y[i], z[i], 0, c_old, l_old);
+          set_partners(t, i, keep.data(), T(0));
+          const T* pn = move.new_conf + 3 * i;
+          pair_row(t, x, y, z, keep.data(), i, pn[0], pn[1], pn[2], 0, c_new, l_new);
+          pair_row(t, x, y, z, keep.data(), i, x[i], y[i], z[i], 0, c_old, l_old);
           for (int64_t k = t.excl_ptr[i]; k < t.excl_ptr[i + 1]; ++k) {
             const int64_t j = t.excl_idx[k];
-            keep[j] = slot[j] >= 0 ? T(0) : T(1);
+            keep[j] = mark[j] != 0 ? T(0) : T(1);
           }
-          // (moved i, moved j > i in the list) plain pairs, each once.
+          // (moved i, moved j after i in the list) plain pairs, each once.
           for (size_t m2 = m + 1; m2 < list.size(); ++m2) {
             const int64_t j = list[m2];
-            if (excluded(t.excl_ptr, t.excl_idx, i, j)) continue;
+            if (std::binary_search(t.excl_idx + t.excl_ptr[i], t.excl_idx + t.excl_ptr[i + 1],
+                                   j)) {
+              continue;
+            }
             double cn, ln, co, lo;
-            pair_one(t, i, j, pn, new_conf + 3 * j, cn, ln);
-            pair_one(t, i, j, old_conf + 3 * i, old_conf + 3 * j, co, lo);
+            energy::plain_pair(t, i, j, pn, move.new_conf + 3 * j, cn, ln);
+            energy::plain_pair(t, i, j, move.old_conf + 3 * i, move.old_conf + 3 * j, co, lo);
             c_new += cn;
             l_new += ln;
             c_old += co;
             l_old += lo;
           }
-          // Exceptions and bonded terms that touch i, each counted at its first moved atom.
-          for (int64_t k = t.exc_ptr[i]; k < t.exc_ptr[i + 1]; ++k) {
-            const int64_t e = t.exc_idx[k];
-            const int64_t* a = t.exc_atoms + 2 * e;
-            if (!first_moved(a, 2, i, slot.data())) continue;
-            energy::exception_delta(now(a[0]), now(a[1]), before(a[0]), before(a[1]),
-                                    t.exc_params + 3 * e, o[energy::kCoulomb],
-                                    o[energy::kLennardJones]);
-          }
-          for (int64_t k = t.bond_ptr[i]; k < t.bond_ptr[i + 1]; ++k) {
-            const int64_t e = t.bond_idx[k];
-            const int64_t* a = t.bond_atoms + 2 * e;
-            if (!first_moved(a, 2, i, slot.data())) continue;
-            const double* p = t.bond_params + 2 * e;
-            o[energy::kBond] += energy::bond_energy(now(a[0]), now(a[1]), p) -
-                                energy::bond_energy(before(a[0]), before(a[1]), p);
-          }
-          for (int64_t k = t.angle_ptr[i]; k < t.angle_ptr[i + 1]; ++k) {
-            const int64_t e = t.angle_idx[k];
-            const int64_t* a = t.angle_atoms + 3 * e;
-            if (!first_moved(a, 3, i, slot.data())) continue;
-            const double* p = t.angle_params + 2 * e;
-            o[energy::kAngle] += energy::angle_energy(now(a[0]), now(a[1]), now(a[2]), p) -
-                                 energy::angle_energy(before(a[0]), before(a[1]), before(a[2]), p);
-          }
-          for (int64_t k = t.torsion_ptr[i]; k < t.torsion_ptr[i + 1]; ++k) {
-            const int64_t e = t.torsion_idx[k];
-            const int64_t* a = t.torsion_atoms + 4 * e;
-            if (!first_moved(a, 4, i, slot.data())) continue;
-            const double* p = t.torsion_params + 3 * e;
-            o[energy::kTorsion] +=
-                energy::torsion_energy(now(a[0]), now(a[1]), now(a[2]), now(a[3]), p) -
-                energy::torsion_energy(before(a[0]), before(a[1]), before(a[2]), before(a[3]), p);
-          }
+          energy::owned_terms_delta(t, move, i, 0, 1, o);
         }
         o[energy::kCoulomb] += c_new - c_old;
         o[energy::kLennardJones] += l_new - l_old;
       }
       for (const int64_t atom : list) {
-        slot[atom] = -1;
+        mark[atom] = 0;
         keep[atom] = T(1);
       }
     }

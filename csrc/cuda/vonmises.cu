@@ -2,10 +2,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
-#include "cuda/common.cuh"
+#include "common.cuh"
 #include "pyslice/vonmises.h"
 #include "vonmises_ops.h"
 
@@ -29,25 +27,15 @@ __global__ void __launch_bounds__(kThreads)
 
 void sample_mixture_cuda_launch(const float* table, int64_t rows, int64_t n_components, float* out,
                                 int64_t n, uint64_t seed, uint32_t offset, bool pi_periodic,
-                                void* stream) {
+                                int device, void* stream) {
   if (n == 0) return;
-  const int device = cuda::common_device({{table, "table_ptr"}, {out, "out_ptr"}});
   cuda::DeviceGuard guard(device);
   // Enough blocks to fill the GPU (8 resident blocks of 256 threads per SM), no more: the
   // grid-stride loop covers the rest. The output does not depend on the grid.
   const unsigned int blocks = cuda::grid_size(n, kThreads, 8, device);
-  sample_mixture_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  sample_mixture_kernel<<<blocks, kThreads, 0, cuda::stream_of(stream)>>>(
       table, rows, n_components, out, n, seed, offset, pi_periodic);
-  cuda::check(cudaGetLastError(), "launching sample_mixture_kernel");
-}
-
-int cuda_device_count() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the (non-sticky) error so that later calls start clean
-    return 0;
-  }
-  return count;
+  cuda::check_launch("sample_mixture_kernel");
 }
 
 }  // namespace pyslice

@@ -15,7 +15,7 @@ import torch
 openmm = pytest.importorskip("openmm")
 from openmm import app, unit  # noqa: E402
 
-from pyslice import _compiled, backends  # noqa: E402
+from pyslice import backends  # noqa: E402
 from pyslice.energy.forcefield import TERMS, ForceFieldEnergy  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
@@ -173,28 +173,6 @@ def with_clash(x: torch.Tensor, structure: Structure, seed: int) -> torch.Tensor
     return x
 
 
-def energy_backends() -> list:
-    params = [pytest.param(("reference", "cpu"), id="reference-cpu")]
-    if _compiled.is_available():
-        params.append(pytest.param(("cpu", "cpu"), id="cpu-cpu"))
-    params.append(pytest.param(("reference", "cuda"), id="reference-cuda", marks=pytest.mark.gpu))
-    params.append(pytest.param(("cuda", "cuda"), id="cuda-cuda", marks=pytest.mark.gpu))
-    return params
-
-
-def fast_backends() -> list:
-    return [p for p in energy_backends() if p.values[0][0] != "reference"]
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``energy_backend``: every (backend, device) with an energy implementation (reference
-    included); ``fast_energy_backend``: the compiled ones. CUDA cases are marked ``gpu``."""
-    if "energy_backend" in metafunc.fixturenames:
-        metafunc.parametrize("energy_backend", energy_backends())
-    if "fast_energy_backend" in metafunc.fixturenames:
-        metafunc.parametrize("fast_energy_backend", fast_backends())
-
-
 def assert_terms_close(ours: dict, ref: dict, rtol: float, scale: torch.Tensor | None = None):
     """Relative error per term; `scale` (B,) guards terms that are near zero by cancellation."""
     for term in FORCE_TERMS:
@@ -209,9 +187,8 @@ def assert_terms_close(ours: dict, ref: dict, rtol: float, scale: torch.Tensor |
 
 
 @pytest.mark.parametrize("nonbonded", ["nocutoff", "cutoff"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_dipeptide_matches_openmm(energy_backend, dtype, nonbonded) -> None:
-    backend, device = energy_backend
+def test_dipeptide_matches_openmm(energy_case, nonbonded) -> None:
+    backend, device, dtype = energy_case
     structure = dipeptide()
     x = perturbed(structure, 5, 0.03, seed=1).to(dtype)
     energy = ForceFieldEnergy(structure, nonbonded=nonbonded, dtype=dtype, device=device,
@@ -277,7 +254,7 @@ def _structure_files() -> list:
 
 
 @pytest.mark.parametrize("path", _structure_files())
-def test_structures_match_openmm(data_dir: Path, path: Path | None) -> None:
+def test_structures_match_openmm(data_dir: Path, path: Path | None, usable_backends) -> None:
     """Original, perturbed and clashing side chains of a structure, both nonbonded modes, the C++
     path (float64 and float32) and, for small structures, the torch reference."""
     if path is None:
@@ -289,12 +266,11 @@ def test_structures_match_openmm(data_dir: Path, path: Path | None) -> None:
     for nonbonded in ("nocutoff", "cutoff"):
         ref = openmm_terms(structure, x, nonbonded)
         scale = ref["total"].abs().clamp_min(1.0)
-        paths = [("cpu", torch.float64), ("cpu", torch.float32)]
+        fast = [b for b in usable_backends("energy", "cpu") if b != "reference"]
+        paths = [(backend, dtype) for backend in fast for dtype in (torch.float64, torch.float32)]
         if structure.positions.shape[0] <= 1100:
             paths.append(("reference", torch.float64))
         for backend, dtype in paths:
-            if backend == "cpu" and not _compiled.is_available():
-                continue
             energy = ForceFieldEnergy(structure, nonbonded=nonbonded, dtype=dtype,
                                       backend=backend)  # fmt: skip
             ours = energy.terms(x.to(dtype))
@@ -346,13 +322,13 @@ def test_reference_delta_equals_difference(nonbonded) -> None:
                                rtol=1e-8, atol=1e-9)  # fmt: skip
 
 
-def test_delta_reads_only_moved_rows_of_new_positions() -> None:
+def test_delta_reads_only_moved_rows_of_new_positions(usable_backends) -> None:
     structure = dipeptide()
     old, new, moved = _moves(structure, 4, seed=7)
     noisy = new + 0.5 * (moved.new_zeros(4, new.shape[1], 1) == 0)  # garbage in unmoved rows
     keep = mask_of(moved, new.shape[1])
     noisy = torch.where(keep[..., None], new, noisy)
-    for backend, _ in [p.values[0] for p in energy_backends() if "gpu" not in str(p.marks)]:
+    for backend in usable_backends("energy_delta", "cpu"):
         energy = ForceFieldEnergy(structure, dtype=torch.float64, backend=backend)
         torch.testing.assert_close(
             energy.delta(old, noisy, moved), energy(new) - energy(old), rtol=1e-8, atol=1e-9
@@ -360,11 +336,11 @@ def test_delta_reads_only_moved_rows_of_new_positions() -> None:
 
 
 @pytest.mark.parametrize("nonbonded", ["nocutoff", "cutoff"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_fast_delta_matches_reference(fast_energy_backend, dtype, nonbonded) -> None:
-    backend, device = fast_energy_backend
+@pytest.mark.parametrize("batch", [0, 1, 7])
+def test_fast_delta_matches_reference(fast_energy_delta_case, nonbonded, batch) -> None:
+    backend, device, dtype = fast_energy_delta_case
     structure = dipeptide()
-    old, new, moved = _moves(structure, 7, seed=8)
+    old, new, moved = (t[7 - batch :] for t in _moves(structure, 7, seed=8))  # empty, one, odd
     old, new = old.to(dtype), new.to(dtype)
     ref = ForceFieldEnergy(structure, nonbonded=nonbonded, dtype=torch.float64,
                            backend="reference")  # fmt: skip
@@ -383,7 +359,7 @@ def test_fast_delta_matches_reference(fast_energy_backend, dtype, nonbonded) -> 
     )  # fmt: skip
 
 
-def test_structure_delta_one_residue(data_dir: Path) -> None:
+def test_structure_delta_one_residue(data_dir: Path, usable_backends) -> None:
     """bpti: moving one residue's side chain, every path equals the difference of full energies."""
     structure = load(str(data_dir / "structures" / "bpti.pdb"))
     residue = list(structure.topology.residues())[20]
@@ -396,9 +372,9 @@ def test_structure_delta_one_residue(data_dir: Path) -> None:
     ref = ForceFieldEnergy(structure, dtype=torch.float64, backend="reference")
     full = ref(new) - ref(old)
     torch.testing.assert_close(ref.delta(old, new, moved), full, rtol=1e-8, atol=1e-8)
-    if _compiled.is_available():
+    for backend in set(usable_backends("energy_delta", "cpu")) - {"reference"}:
         for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-3)):
-            cpu = ForceFieldEnergy(structure, dtype=dtype, backend="cpu")
+            cpu = ForceFieldEnergy(structure, dtype=dtype, backend=backend)
             got = cpu.delta(old.to(dtype), new.to(dtype), moved)
             assert torch.all((got - full).abs() <= tol * full.abs().clamp_min(1.0)), (got, full)
 
@@ -409,9 +385,8 @@ def test_structure_delta_one_residue(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("batch", [0, 1, 5])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_fast_energy_matches_reference(fast_energy_backend, dtype, batch) -> None:
-    backend, device = fast_energy_backend
+def test_fast_energy_matches_reference(fast_energy_case, batch) -> None:
+    backend, device, dtype = fast_energy_case
     structure = dipeptide()
     x = perturbed(structure, max(batch, 1), 0.03, seed=10)[:batch].to(dtype)
     ref = ForceFieldEnergy(structure, dtype=torch.float64, backend="reference")

@@ -22,7 +22,6 @@ from pyslice.geometry.angles import dihedral
 from pyslice.geometry.builder import SideChainBuilder
 from pyslice.geometry.chis import CHI_ATOMS, PI_PERIODIC
 
-HAS_CUDA = torch.cuda.is_available()
 BOND_TOL = 1e-5  # nm
 ANGLE_TOL = 1e-4  # rad
 BACKBONE = {"N", "H", "H1", "H2", "H3", "CA", "HA", "HA2", "HA3", "C", "O", "OXT"}
@@ -30,24 +29,6 @@ BACKBONE = {"N", "H", "H1", "H2", "H3", "CA", "HA", "HA2", "HA3", "C", "O", "OXT
 ARG_ORDER = ["HB2", "HB3", "CG", "HG2", "HG3", "CD", "HD2", "HD3", "NE", "HE", "CZ"]
 ARG_ORDER += ["NH1", "HH11", "HH12", "NH2", "HH21", "HH22"]
 ARG_BEYOND = {1: "HB2", 2: "HG2", 3: "HD2", 4: "HE"}
-
-
-def _build_backends() -> list:
-    """(backend, device) pairs that implement sidechain_build here; CUDA ones marked gpu."""
-    params = [pytest.param(("reference", "cpu"), id="reference-cpu")]
-    if _compiled.is_available():
-        params.append(pytest.param(("cpu", "cpu"), id="cpu-cpu"))
-    if HAS_CUDA:
-        params.append(
-            pytest.param(("reference", "cuda"), id="reference-cuda", marks=pytest.mark.gpu)
-        )
-    if _compiled.is_available() and _compiled.cuda_compiled():
-        params.append(pytest.param(("cuda", "cuda"), id="cuda-cuda", marks=pytest.mark.gpu))
-    return params
-
-
-BUILD_BACKENDS = _build_backends()
-FAST_BACKENDS = [p for p in BUILD_BACKENDS if p.values[0][0] != "reference"]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -172,8 +153,8 @@ def test_peptide_tables() -> None:
         assert builder.downstream_atoms(j) == tuple(sorted(atoms[n] for n in beyond))
 
 
-def test_peptide_round_trip_and_wrap(any_build_backend) -> None:
-    backend, device = any_build_backend
+def test_peptide_round_trip_and_wrap(sidechain_build_backend) -> None:
+    backend, device = sidechain_build_backend
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     chi = builder.chi_angles()
@@ -188,10 +169,10 @@ def test_peptide_round_trip_and_wrap(any_build_backend) -> None:
         )
 
 
-def test_peptide_one_chi_at_a_time(any_build_backend) -> None:
+def test_peptide_one_chi_at_a_time(sidechain_build_backend) -> None:
     """Rotating chi j moves exactly its downstream atoms, keeps every bond and angle, and sets chi
     j to the target while the other chis keep their values."""
-    backend, device = any_build_backend
+    backend, device = sidechain_build_backend
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     chi0 = builder.chi_angles()
@@ -208,9 +189,8 @@ def test_peptide_one_chi_at_a_time(any_build_backend) -> None:
     assert float(_wrapped_gap(got, expected).abs().max()) < 1e-9
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_peptide_random_chis(any_build_backend, dtype: torch.dtype) -> None:
-    backend, device = any_build_backend
+def test_peptide_random_chis(sidechain_build_case) -> None:
+    backend, device, dtype = sidechain_build_case
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     x = _random_chi(builder, 9, seed=4) * 3  # beyond [-pi, pi): wrapped
@@ -228,9 +208,8 @@ def test_peptide_random_chis(any_build_backend, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("batch", [0, 1, 7])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fast_path_matches_reference(fast_build_backend, batch: int, dtype: torch.dtype) -> None:
-    backend, device = fast_build_backend
+def test_fast_path_matches_reference(fast_sidechain_build_case, batch: int) -> None:
+    backend, device, dtype = fast_sidechain_build_case
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     x = (_random_chi(builder, batch, seed=batch) * 2).to(dtype)
@@ -242,8 +221,8 @@ def test_fast_path_matches_reference(fast_build_backend, batch: int, dtype: torc
     torch.testing.assert_close(fast.cpu(), ref, atol=tol, rtol=0)
 
 
-def test_fast_path_non_contiguous_chi(fast_build_backend) -> None:
-    backend, device = fast_build_backend
+def test_fast_path_non_contiguous_chi(fast_sidechain_build_backend) -> None:
+    backend, device = fast_sidechain_build_backend
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions)
     wide = _random_chi(builder, 10, seed=3).repeat(1, 2).float().to(device)
@@ -284,7 +263,7 @@ def test_automatic_backend_choice() -> None:
 # -------------------------------------------------------------------- movable and errors
 
 
-def test_movable_selection() -> None:
+def test_movable_selection(usable_backends) -> None:
     topology, positions = _peptide()
     builder = SideChainBuilder(topology, positions, movable=[4, 0, 4])  # ARG 2 and a proline
     assert builder.movable_residues == (4,)
@@ -299,7 +278,7 @@ def test_movable_selection() -> None:
 
     none = SideChainBuilder(topology, positions, movable=[0, 1])
     assert none.n_chi == 0 and none.chi_angles().shape == (0,)
-    for backend, _ in [p.values[0] for p in BUILD_BACKENDS if p.values[0][1] == "cpu"]:
+    for backend in usable_backends("sidechain_build", "cpu"):
         out = none.build(torch.zeros(2, 0), backend=backend)
         assert torch.equal(out, positions.float().expand(2, -1, -1))
     assert SideChainBuilder(topology, positions, movable=torch.tensor([5])).movable_residues == (5,)
@@ -361,64 +340,6 @@ def test_bad_arguments() -> None:
         builder.build(torch.zeros(1, builder.n_chi), backend="fortran")
 
 
-@pytest.mark.skipif(not _compiled.is_available(), reason="pyslice._C is unavailable")
-def test_compiled_binding_checks() -> None:
-    """The C++ binding re-checks what the Python wrapper guarantees, and never crashes."""
-    C = _compiled.load()  # noqa: N806
-    n_atoms, n_chi = 5, 2
-
-    def call(**changes):
-        kwargs = {
-            "positions": np.zeros((n_atoms, 3), np.float32),
-            "chi": np.zeros((4, n_chi), np.float32),
-            "chi_ref": np.zeros(n_chi, np.float32),
-            "axis": np.array([[0, 1], [1, 2]], np.int64),
-            "move_atom": np.array([2, 3, 4], np.int64),
-            "move_chi": np.array([0, 0, 1], np.int64),
-            "level_start": np.array([0, 2, 3, 3, 3], np.int64),
-            "out": np.zeros((4, n_atoms, 3), np.float32),
-        } | changes
-        C.build_sidechains_cpu(**kwargs)
-        return kwargs["out"]
-
-    assert call().shape == (4, n_atoms, 3)
-    with pytest.raises(TypeError, match="chi must have dtype float32"):
-        call(chi=np.zeros((4, n_chi)))
-    with pytest.raises(TypeError, match="positions.*numpy.ndarray"):
-        call(positions=[[0.0] * 3] * n_atoms)
-    with pytest.raises(ValueError, match="chi_ref must have shape"):
-        call(chi_ref=np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match="out must have shape"):
-        call(out=np.zeros((3, n_atoms, 3), np.float32))
-    with pytest.raises(ValueError, match="move_atom must hold atom indices.*got 5"):
-        call(move_atom=np.array([2, 3, 5], np.int64))
-    with pytest.raises(ValueError, match="axis must hold atom indices"):
-        call(axis=np.array([[0, 1], [1, -2]], np.int64))
-    with pytest.raises(ValueError, match="move_chi must hold chi indices"):
-        call(move_chi=np.array([0, 0, 2], np.int64))
-    with pytest.raises(ValueError, match="level_start must be non-decreasing"):
-        call(level_start=np.array([0, 3, 2, 3, 3], np.int64))
-    with pytest.raises(ValueError, match="level_start must be non-decreasing.*3"):
-        call(level_start=np.array([0, 1, 1, 1, 1], np.int64))
-    with pytest.raises(ValueError, match="C-contiguous"):
-        call(chi=np.zeros((n_chi, 4), np.float32).T)
-    shared = np.zeros((4, n_atoms, 3), np.float32)
-    with pytest.raises(ValueError, match="share memory"):
-        call(out=shared, positions=shared[0])
-    if not _compiled.cuda_compiled():
-        with pytest.raises(RuntimeError, match="without CUDA"):
-            C.build_sidechains_cuda(
-                0, 0, 0, 0, 0, 0, np.zeros(5, np.int64), 0, 1, 1, 1, "float32", 0
-            )
-    else:
-        with pytest.raises(ValueError, match="dtype"):
-            C.build_sidechains_cuda(0, 0, 0, 0, 0, 0, np.zeros(5, np.int64), 0, 1, 1, 1, "int8", 0)
-        with pytest.raises(ValueError, match="positions_ptr must not be 0"):
-            C.build_sidechains_cuda(
-                0, 0, 0, 0, 0, 0, np.zeros(5, np.int64), 8, 1, 1, 0, "float32", 0
-            )
-
-
 # ------------------------------------------------------------------- the shared structures
 
 
@@ -453,7 +374,7 @@ def test_structure_round_trip(data_dir: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["bpti.pdb", "t4-lysozyme.pdb"])
-def test_protein_one_chi_at_a_time(data_dir: Path, name: str) -> None:
+def test_protein_one_chi_at_a_time(data_dir: Path, name: str, usable_backends) -> None:
     """On whole proteins with hydrogens: every chi rotated alone, in one batch."""
     topology, positions = _read(data_dir / "structures" / name)
     assert any(a.element.symbol == "H" for a in topology.atoms())
@@ -480,7 +401,7 @@ def test_protein_one_chi_at_a_time(data_dir: Path, name: str) -> None:
         if int(builder.chi_index[j, 1]) > 0:
             assert got < set(builder.downstream_atoms(j - 1))
     for dtype in (torch.float32, torch.float64):
-        for backend, _ in [p.values[0] for p in FAST_BACKENDS if p.values[0][1] == "cpu"]:
+        for backend in set(usable_backends("sidechain_build", "cpu")) - {"reference"}:
             fast = builder.build(x[::7].to(dtype), backend=backend)
             ref = builder.build(x[::7].to(dtype), backend="reference")
             torch.testing.assert_close(
@@ -542,18 +463,6 @@ def test_all20aa_chis_match_numpy(data_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(params=BUILD_BACKENDS)
-def any_build_backend(request) -> tuple[str, str]:
-    return request.param
-
-
-@pytest.fixture(
-    params=FAST_BACKENDS or [pytest.param(None, marks=pytest.mark.skip("no fast path"))]
-)
-def fast_build_backend(request) -> tuple[str, str]:
-    return request.param
 
 
 # PRO-PRO-PRO (chain M) and ARG-ARG-ARG (chain O) with hydrogens: chains M and O of all20aa.pdb

@@ -1,5 +1,9 @@
 """The fused Metropolis-Hastings step: every backend takes the reference's decisions, decisions
-have the right probabilities, and an independence sampler built on it is exact."""
+have the right probabilities, and an independence sampler built on it is exact.
+
+The backends come from ``pyslice.backends`` through the fixtures of tests/conftest.py
+(``metropolis_step_backend``, ``fast_metropolis_step_case``): every registered implementation,
+the CUDA kernel included, on each device it runs on (GPU cases skip without a GPU)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,9 @@ import pytest
 import torch
 from scipy import stats
 
-from pyslice import _compiled
+from pyslice import _compiled, _native
 from pyslice.mcmc.step import ChainState, metropolis_step
 
-BACKENDS = ["reference"] + (["cpu"] if _compiled.is_available() else [])
 F64 = torch.float64
 
 
@@ -42,40 +45,68 @@ def _random_case(n: int, n_chi: int, n_latent: int, chi_dtype, energy_dtype, see
     return state, proposal
 
 
-def _copy(state: ChainState) -> ChainState:
-    return ChainState(
-        *(
-            t.clone()
-            for t in (state.chi, state.energy, state.log_weight, state.latent, state.accepted)
+_FIELDS = ("chi", "energy", "log_weight", "latent", "accepted")
+
+
+def _copy(state: ChainState, device: str | torch.device | None = None) -> ChainState:
+    return ChainState(*(getattr(state, name).clone().to(device) for name in _FIELDS))
+
+
+def _assert_same_state(state: ChainState, ref: ChainState) -> None:
+    for name in ("chi", "latent", "accepted"):
+        assert torch.equal(getattr(state, name).cpu(), getattr(ref, name).cpu()), name
+    for name in ("energy", "log_weight"):
+        torch.testing.assert_close(
+            getattr(state, name).cpu(), getattr(ref, name).cpu(), equal_nan=True, rtol=0, atol=0
         )
-    )
 
 
 @pytest.mark.parametrize("n", [0, 1, 9, 4099])
-@pytest.mark.parametrize(
-    "dtypes",
-    [(torch.float32, torch.float32), (torch.float32, F64), (F64, torch.float32), (F64, F64)],
-)
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
-def test_fast_path_takes_the_reference_decisions(backend, n, dtypes) -> None:
-    state, proposal = _random_case(n, 5, 3, *dtypes)
+@pytest.mark.parametrize("energy_dtype", [torch.float32, F64], ids=["e32", "e64"])
+def test_fast_path_takes_the_reference_decisions(
+    fast_metropolis_step_case, n, energy_dtype
+) -> None:
+    backend, device, chi_dtype = fast_metropolis_step_case
+    state, proposal = _random_case(n, 5, 3, chi_dtype, energy_dtype)
     ref = _copy(state)
-    got = metropolis_step(state, *proposal, beta=0.4, seed=77, step=12, backend=backend)
+    state = _copy(state, device)
+    on_device = [t.to(device) for t in proposal]
+    got = metropolis_step(state, *on_device, beta=0.4, seed=77, step=12, backend=backend)
     expected = metropolis_step(ref, *proposal, beta=0.4, seed=77, step=12, backend="reference")
-    assert torch.equal(got, expected)
-    for name in ("chi", "latent", "accepted"):
-        assert torch.equal(getattr(state, name), getattr(ref, name)), name
-    for name in ("energy", "log_weight"):
-        torch.testing.assert_close(
-            getattr(state, name), getattr(ref, name), equal_nan=True, rtol=0, atol=0
-        )
+    assert got.device.type == device
+    assert torch.equal(got.cpu(), expected)
+    _assert_same_state(state, ref)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_edge_cases_and_in_place_update(backend) -> None:
+def test_fast_path_strided_proposal(fast_metropolis_step_case) -> None:
+    """A strided proposal (a transposed chi_new, every other energy) decides like its copy."""
+    backend, device, chi_dtype = fast_metropolis_step_case
+    state, (chi, energy, weight, latent) = _random_case(33, 4, 2, chi_dtype, F64, seed=3)
+    wide_chi = torch.zeros(4, 66, dtype=chi_dtype)
+    wide_chi[:, ::2] = chi.t()
+    strided = (wide_chi[:, ::2].t(), energy.repeat_interleave(2)[::2], weight, latent)
+    assert not strided[0].is_contiguous() and not strided[1].is_contiguous()
+    ref = _copy(state)
+    state = _copy(state, device)
+    got = metropolis_step(
+        state, *(t.to(device) for t in strided), beta=0.9, seed=4, step=2, backend=backend
+    )
+    expected = metropolis_step(
+        ref, chi, energy, weight, latent, beta=0.9, seed=4, step=2, backend="reference"
+    )
+    assert torch.equal(got.cpu(), expected)
+    _assert_same_state(state, ref)
+
+
+def test_edge_cases_and_in_place_update(metropolis_step_backend) -> None:
+    backend, device = metropolis_step_backend
     state, proposal = _random_case(64, 4, 2, torch.float32, F64)
+    state = _copy(state, device)
+    proposal = tuple(t.to(device) for t in proposal)
     before = _copy(state)
     accepted = metropolis_step(state, *proposal, beta=1.0, seed=1, step=0, backend=backend)
+    accepted, state, before = accepted.cpu(), _copy(state, "cpu"), _copy(before, "cpu")
+    proposal = tuple(t.cpu() for t in proposal)
     assert accepted[0] and not accepted[1] and not accepted[2] and not accepted[3]
     assert accepted[4] or float(proposal[2][4] - before.log_weight[4]) < 0
     assert torch.equal(state.chi[accepted], proposal[0][accepted])
@@ -85,18 +116,20 @@ def test_edge_cases_and_in_place_update(backend) -> None:
     assert torch.isfinite(state.energy[3])  # a NaN proposal never enters the state
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_acceptance_frequency_is_min_one_exp_log_ratio(backend) -> None:
+def test_acceptance_frequency_is_min_one_exp_log_ratio(metropolis_step_backend) -> None:
     # Fixed log-acceptance per chain; fresh copies each step, so counts are binomial.
-    log_accept = torch.tensor([-3.0, -1.0, -0.3, -0.05, 0.0, 2.0], dtype=F64)
+    backend, device = metropolis_step_backend
+    log_accept = torch.tensor([-3.0, -1.0, -0.3, -0.05, 0.0, 2.0], dtype=F64, device=device)
     n_chains, n_steps = len(log_accept), 4000
-    state0 = ChainState.create(torch.zeros(n_chains, 1), torch.zeros(n_chains, dtype=F64))
-    counts = torch.zeros(n_chains)
+    state0 = ChainState.create(
+        torch.zeros(n_chains, 1, device=device), torch.zeros(n_chains, dtype=F64, device=device)
+    )
+    counts = torch.zeros(n_chains, dtype=F64, device=device)
     for step in range(n_steps):
         state = _copy(state0)
         counts += metropolis_step(
             state,
-            torch.ones(n_chains, 1),
+            torch.ones(n_chains, 1, device=device),
             -log_accept,
             beta=1.0,
             seed=5,
@@ -104,35 +137,36 @@ def test_acceptance_frequency_is_min_one_exp_log_ratio(backend) -> None:
             backend=backend,
         ).double()
     p = torch.clamp(log_accept.exp(), max=1.0)
-    for c, pi in zip(counts.tolist(), p.tolist()):
+    for c, pi in zip(counts.cpu().tolist(), p.cpu().tolist()):
         if pi == 1.0:
             assert c == n_steps
         else:
             assert stats.binomtest(int(c), n_steps, pi).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_independence_sampler_on_a_discrete_target_is_exact(backend) -> None:
+def test_independence_sampler_on_a_discrete_target_is_exact(metropolis_step_backend) -> None:
     # States 0..7 with energies U (beta = 1) proposed from a mismatched q: w = -log q.
+    backend, device = metropolis_step_backend
     gen = torch.Generator().manual_seed(3)
     energy_of = torch.rand(8, generator=gen, dtype=F64) * 3
     q = torch.softmax(torch.randn(8, generator=gen, dtype=F64), 0)
     n_chains, n_steps = 4000, 60
     start = torch.zeros(n_chains, dtype=torch.long)  # every chain starts in state 0
     state = ChainState.create(start[:, None].float(), energy_of[start], -torch.log(q[start]))
+    state = _copy(state, device)
     for step in range(n_steps):
         k = torch.multinomial(q, n_chains, replacement=True, generator=gen)
         metropolis_step(
             state,
-            k[:, None].float(),
-            energy_of[k],
-            -torch.log(q[k]),
+            k[:, None].float().to(device),
+            energy_of[k].to(device),
+            -torch.log(q[k]).to(device),
             beta=1.0,
             seed=11,
             step=step,
             backend=backend,
         )
-    counts = np.bincount(state.chi[:, 0].long().numpy(), minlength=8)
+    counts = np.bincount(state.chi[:, 0].long().cpu().numpy(), minlength=8)
     target = torch.softmax(-energy_of, 0).numpy()
     assert stats.chisquare(counts, target * n_chains).pvalue > 1e-3
     # A sampler that forgot the proposal correction would sample q * p / Z instead: rejected.
@@ -169,31 +203,70 @@ def test_bad_arguments_name_the_problem() -> None:
         metropolis_step(state, chi, energy, beta=1.0, seed=0, step=0)
 
 
-@pytest.mark.skipif(not _compiled.is_available(), reason="needs pyslice._C")
-def test_compiled_binding_rechecks_shapes() -> None:
-    import numpy as np
+needs_compiled = pytest.mark.skipif(not _compiled.is_available(), reason="needs pyslice._C")
 
-    C = _compiled.load()
-    f32, i64 = np.float32, np.int64
-    args = [
-        np.zeros((4, 2), f32),
-        np.zeros((4, 2), f32),
-        np.zeros(4, f32),
-        np.zeros(4, f32),
-        np.zeros(4, f32),
-        np.zeros(4, f32),
-        np.zeros((4, 0), i64),
-        np.zeros((4, 0), i64),
-        np.zeros(4, i64),
-        np.zeros(4, bool),
-    ]
-    bad = list(args)
-    bad[3] = np.zeros(5, f32)
-    with pytest.raises(ValueError, match="energy_new"):
-        C.metropolis_step_cpu(*bad, 1.0, 0, 0)
-    bad = list(args)
-    bad[2] = np.zeros(4, np.float64)
-    with pytest.raises(TypeError, match="energy_new"):
-        C.metropolis_step_cpu(*bad, 1.0, 0, 0)
-    with pytest.raises(ValueError, match="beta"):
-        C.metropolis_step_cpu(*args, float("nan"), 0, 0)
+
+# ---- the compiled binding re-checks the views it is given (csrc/bindings.h), never crashes
+
+
+def step_arguments(n=4, n_chi=2, n_latent=0, dtype=torch.float32):
+    return {
+        "chi": torch.zeros(n, n_chi, dtype=dtype),
+        "chi_new": torch.zeros(n, n_chi, dtype=dtype),
+        "energy": torch.zeros(n, dtype=dtype),
+        "energy_new": torch.zeros(n, dtype=dtype),
+        "log_weight": torch.zeros(n, dtype=dtype),
+        "log_weight_new": torch.zeros(n, dtype=dtype),
+        "latent": torch.zeros(n, n_latent, dtype=torch.int64),
+        "latent_new": torch.zeros(n, n_latent, dtype=torch.int64),
+        "accepted_count": torch.zeros(n, dtype=torch.int64),
+        "accepted": torch.zeros(n, dtype=torch.bool),
+    }
+
+
+def step(C, tensors, beta=1.0, seed=0, step_=0):
+    C.metropolis_step_cpu(*(_native.view(t) for t in tensors.values()), beta, seed, step_)
+
+
+@needs_compiled
+def test_compiled_binding_rechecks_shapes_and_dtypes() -> None:
+    C = _compiled.load()  # noqa: N806
+    with pytest.raises(ValueError, match=r"energy_new must have shape \(B,\) with B = 4, got \(5,"):
+        step(C, step_arguments() | {"energy_new": torch.zeros(5)})
+    with pytest.raises(TypeError, match="energy_new must have dtype float64, got float32"):
+        step(C, step_arguments() | {"energy": torch.zeros(4, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"latent_new must have shape \(B, L\) with B = 4, L = 2"):
+        step(C, step_arguments(n_latent=2) | {"latent_new": torch.zeros(4, 1, dtype=torch.int64)})
+    with pytest.raises(TypeError, match="accepted must have dtype bool"):
+        step(C, step_arguments() | {"accepted": torch.zeros(4, dtype=torch.uint8)})
+    with pytest.raises(ValueError, match="chi must be C-contiguous"):
+        step(C, step_arguments() | {"chi": torch.zeros(2, 4).t()})
+    for beta in (float("nan"), 0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="beta must be finite and > 0"):
+            step(C, step_arguments(), beta=beta)
+    with pytest.raises(TypeError, match="beta must be a real number"):
+        step(C, step_arguments(), beta="1")
+    with pytest.raises(ValueError, match=r"step must be an int in \[0, 2\*\*63\)"):
+        step(C, step_arguments(), step_=2**63)
+
+
+@needs_compiled
+def test_compiled_state_may_be_its_own_proposal_but_not_overlap_it() -> None:
+    C = _compiled.load()  # noqa: N806
+    tensors = step_arguments(n_latent=3)
+    tensors["latent"] = torch.arange(12).reshape(4, 3)
+    tensors["latent_new"] = tensors["latent"]  # "keep the labels": the same view, allowed
+    tensors["energy_new"] = torch.full((4,), -1e9)
+    step(C, tensors)
+    assert tensors["accepted"].all() and torch.equal(
+        tensors["latent"], torch.arange(12).reshape(4, 3)
+    )
+    shifted = step_arguments(n=4, n_chi=2)
+    wide = torch.zeros(5, 2)
+    shifted["chi"], shifted["chi_new"] = wide[:4], wide[1:]
+    with pytest.raises(ValueError, match="chi must not share memory with chi_new"):
+        step(C, shifted)
+    shared = step_arguments()
+    shared["log_weight"] = shared["energy"]
+    with pytest.raises(ValueError, match="log_weight must not share memory with energy"):
+        step(C, shared)

@@ -1,7 +1,8 @@
 // Side-chain building by rotation about chi bonds: the maths shared by csrc/cpu and csrc/cuda.
 //
-// The torch reference (pyslice/geometry.py: build_reference) evaluates the same expressions in the
-// same order, so the paths agree to rounding.
+// The torch reference (pyslice/geometry/builder.py: build_reference) evaluates the same expressions
+// in the same order, so the paths agree to rounding. csrc/cpu/build.cpp and csrc/cuda/build.cu only
+// schedule apply_move (a loop per conformation; a block per conformation).
 //
 // A structure is rebuilt from its reference positions. Each chi j rotates its downstream atoms
 // (those reachable from the chi bond's far atom c without passing its near atom b) about the axis
@@ -22,39 +23,12 @@
 #include <cstdint>
 
 #include "pyslice/hd.h"
+#include "pyslice/math.h"
 
 namespace pyslice {
 namespace build {
 
 constexpr int kLevels = 4;  // chi1 .. chi4
-
-// Overloads that resolve to the float or double C functions on the host and on the device.
-PYSLICE_HD float sqrt_of(float x) { return sqrtf(x); }
-PYSLICE_HD double sqrt_of(double x) { return sqrt(x); }
-PYSLICE_HD float floor_of(float x) { return floorf(x); }
-PYSLICE_HD double floor_of(double x) { return floor(x); }
-PYSLICE_HD float sin_of(float x) { return sinf(x); }
-PYSLICE_HD double sin_of(double x) { return sin(x); }
-PYSLICE_HD float cos_of(float x) { return cosf(x); }
-PYSLICE_HD double cos_of(double x) { return cos(x); }
-
-template <typename T>
-struct Pi {
-  static constexpr T value = static_cast<T>(3.14159265358979323846);
-  static constexpr T twice = static_cast<T>(6.28318530717958647692);
-};
-
-// x wrapped to [-pi, pi): the rotation angle stays small, so sin/cos keep their precision for
-// any real chi (chi + 2 pi k builds the same structure).
-template <typename T>
-PYSLICE_HD T wrap_angle(T x) {
-  const T pi = Pi<T>::value;
-  const T two_pi = Pi<T>::twice;
-  T r = x - two_pi * floor_of((x + pi) / two_pi);
-  if (r >= pi) r -= two_pi;
-  if (r < -pi) r += two_pi;
-  return r;
-}
 
 // Rotation by `angle` about the oriented axis through `origin` along unit vector `k`.
 template <typename T>
@@ -107,6 +81,51 @@ PYSLICE_HD Rotation<T> chi_rotation(const T* positions, const T* chi, const T* c
                                     const int64_t* axis, int64_t j) {
   return make_rotation(positions + 3 * axis[2 * j], positions + 3 * axis[2 * j + 1],
                        wrap_angle(chi[j] - chi_ref[j]));
+}
+
+// The tables and sizes of one build call. T is float or double (positions, chi, chi_ref, out).
+template <typename T>
+struct BuildArgs {
+  const T* positions;        // (n_atoms, 3) reference positions
+  const T* chi;              // (batch, n_chi) target angles
+  const T* chi_ref;          // (n_chi,) reference angles
+  const int64_t* axis;       // (n_chi, 2) atom indices b, c
+  const int64_t* move_atom;  // (n_moves,)
+  const int64_t* move_chi;   // (n_moves,)
+  int64_t level_start[kLevels + 1];  // moves of level L: [level_start[L], level_start[L + 1])
+  T* out;                    // (batch, n_atoms, 3)
+  int64_t batch;
+  int64_t n_atoms;
+  int64_t n_chi;
+};
+
+// The rotation of the chi that a caller used last: moves are grouped by chi within a level, and
+// no move of a level touches an axis atom of that level, so it holds through the level. Reset it
+// (chi = -1) at every level.
+template <typename T>
+struct RotationCache {
+  int64_t chi = -1;
+  Rotation<T> rotation{};
+};
+
+// Move m of conformation `out` (its positions, (n_atoms, 3)) with targets `chi` (n_chi,): rotate
+// atom move_atom[m] about the bond of chi move_chi[m]. The body of both loops. A move whose
+// indices fall outside the tables is skipped: a malformed table gives a wrong structure, never an
+// out-of-bounds access (the bindings check host tables; device tables cannot be read from there).
+template <typename T>
+PYSLICE_HD void apply_move(const BuildArgs<T>& a, T* out, const T* chi, int64_t m,
+                           RotationCache<T>& cache) {
+  const int64_t j = a.move_chi[m];
+  const int64_t atom = a.move_atom[m];
+  if (j < 0 || j >= a.n_chi || atom < 0 || atom >= a.n_atoms) return;
+  if (j != cache.chi) {
+    const int64_t b = a.axis[2 * j];
+    const int64_t c = a.axis[2 * j + 1];
+    if (b < 0 || b >= a.n_atoms || c < 0 || c >= a.n_atoms) return;
+    cache.rotation = chi_rotation(out, chi, a.chi_ref, a.axis, j);
+    cache.chi = j;
+  }
+  rotate_point(cache.rotation, out + 3 * atom);
 }
 
 }  // namespace build

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "pyslice/math.h"
 #include "pyslice/philox.h"
 
 namespace pyslice {
@@ -21,9 +22,9 @@ namespace pyslice {
 // Below: uniform; above: wrapped normal with matched mean resultant length (KS error < 3e-6).
 constexpr float kKappaUniform = 1e-8f;
 constexpr float kKappaWrappedNormal = 1e4f;
-constexpr float kPi = 3.14159265358979323846f;
-constexpr float kTwoPi = 6.28318530717958647692f;
-constexpr float kHalfPi = 1.57079632679489661923f;
+constexpr float kPi = Pi<float>::value;
+constexpr float kTwoPi = Pi<float>::twice;
+constexpr float kHalfPi = Pi<float>::half;
 
 // Table field order in the (6, rows, K) float32 table.
 enum TableField { kCdf = 0, kLoc = 1, kKappa = 2, kSMinus1 = 3, kSPlus1 = 4, kSigma = 5 };
@@ -51,13 +52,6 @@ PYSLICE_HD float twice_asin_sqrt(float h) {
 // cancellation: near theta = pi the complement carries the precision.
 PYSLICE_HD float theta_from_halves(float half, float complement) {
   return half <= 0.5f ? twice_asin_sqrt(half) : kPi - twice_asin_sqrt(complement);
-}
-
-PYSLICE_HD float wrap_angle(float x) {
-  float r = x - kTwoPi * floorf((x + kPi) / kTwoPi);
-  if (r >= kPi) r -= kTwoPi;
-  if (r < -kPi) r += kTwoPi;
-  return r;
 }
 
 // One Best-Fisher proposal written without cancellation:
