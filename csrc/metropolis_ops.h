@@ -9,15 +9,15 @@
 namespace pyslice {
 
 template <typename Chi, typename Energy>
-void metropolis_step_cpu_launch(const MetropolisArrays<Chi, Energy>& a, double beta, uint64_t seed,
-                                uint64_t step);
+void metropolis_step_cpu_launch(const MetropolisArrays<Chi, Energy>& a, uint64_t seed,
+                                uint64_t step, uint64_t chain_offset);
 
 #if defined(PYSLICE_WITH_CUDA)
 // The same on CUDA device `device`, one thread per chain (grid-stride), on `stream`; no host
 // synchronisation.
 template <typename Chi, typename Energy>
-void metropolis_step_cuda_launch(const MetropolisArrays<Chi, Energy>& a, double beta,
-                                 uint64_t seed, uint64_t step, int device, void* stream);
+void metropolis_step_cuda_launch(const MetropolisArrays<Chi, Energy>& a, uint64_t seed,
+                                 uint64_t step, uint64_t chain_offset, int device, void* stream);
 #endif
 
 }  // namespace pyslice

@@ -58,7 +58,7 @@ def _best_fisher_try(u, v, kappa, s_minus_1, s_plus_1):
 
 # Integer arguments equal to 1 would otherwise be specialised into compile-time constants on the
 # GPU (and recompiled); the stream words must stay runtime values.
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "offset"])
+@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "offset", "base"])
 def _sample_mixture_kernel(
     table_ptr,
     out_ptr,
@@ -67,6 +67,7 @@ def _sample_mixture_kernel(
     seed_lo,
     seed_hi,
     offset,
+    base,
     N_COMPONENTS: tl.constexpr,
     BLOCK_K: tl.constexpr,
     PI_PERIODIC: tl.constexpr,
@@ -74,8 +75,9 @@ def _sample_mixture_kernel(
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
-    c0 = i.to(tl.uint32)
-    c1 = (i >> 32).to(tl.uint32)
+    e = i + base.to(tl.int64)  # the element's stream index (base places the batch)
+    c0 = e.to(tl.uint32)
+    c1 = (e >> 32).to(tl.uint32)
     zero = tl.zeros([BLOCK], dtype=tl.uint32)
     c2 = zero + offset.to(tl.uint32)
     k0 = zero + seed_lo.to(tl.uint32)
@@ -137,7 +139,13 @@ def _sample_mixture_kernel(
 
 
 def sample_mixture(
-    table: torch.Tensor, n: int, seed: int, offset: int, pi_periodic: bool, block: int = 1024
+    table: torch.Tensor,
+    n: int,
+    seed: int,
+    offset: int,
+    base: int,
+    pi_periodic: bool,
+    block: int = 1024,
 ) -> torch.Tensor:
     """``table: (6, rows, K) float32`` -> ``(n,) float32`` draws; see pyslice.reference."""
     table = table.contiguous()
@@ -154,6 +162,7 @@ def sample_mixture(
         seed & 0xFFFFFFFF,
         seed >> 32,
         offset,
+        base,
         N_COMPONENTS=n_components,
         BLOCK_K=max(triton.next_power_of_2(n_components - 1), 1),
         PI_PERIODIC=pi_periodic,

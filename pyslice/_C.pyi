@@ -49,10 +49,10 @@ def philox4x32_10(
 
 # von Mises mixture sampling: table (6, rows, K) float32 -> out (n,) float32.
 def sample_mixture_cpu(
-    table: Tensor, out: Tensor, seed: int, offset: int, pi_periodic: bool
+    table: Tensor, out: Tensor, seed: int, offset: int, base: int, pi_periodic: bool
 ) -> None: ...
 def sample_mixture_cuda(
-    table: Tensor, out: Tensor, seed: int, offset: int, pi_periodic: bool, stream: int
+    table: Tensor, out: Tensor, seed: int, offset: int, base: int, pi_periodic: bool, stream: int
 ) -> None: ...
 
 # Fused Metropolis-Hastings step, in place on the state (chi, energy, log_weight, latent,
@@ -68,9 +68,10 @@ def metropolis_step_cpu(
     latent_new: Tensor,
     accepted_count: Tensor,
     accepted: Tensor,
-    beta: float,
+    beta: Tensor,
     seed: int,
     step: int,
+    chain_offset: int,
 ) -> None: ...
 def metropolis_step_cuda(
     chi: Tensor,
@@ -83,9 +84,10 @@ def metropolis_step_cuda(
     latent_new: Tensor,
     accepted_count: Tensor,
     accepted: Tensor,
-    beta: float,
+    beta: Tensor,
     seed: int,
     step: int,
+    chain_offset: int,
     stream: int,
 ) -> None: ...
 

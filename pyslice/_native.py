@@ -105,15 +105,16 @@ def _workspace(op: str, device: str, shape: tuple[int, ...], like: torch.Tensor)
 
 
 def sample_mixture(
-    table: torch.Tensor, n: int, seed: int, offset: int, pi_periodic: bool
+    table: torch.Tensor, n: int, seed: int, offset: int, base: int, pi_periodic: bool
 ) -> torch.Tensor:
     """(n,) float32 draws from the mixtures of ``table`` (6, rows, K) float32
-    (:func:`pyslice.reference.mixture_table`); element i uses row i % rows."""
+    (:func:`pyslice.reference.mixture_table`); element i uses row i % rows and the streams of
+    element ``base + i``."""
     table = table.contiguous()
     out = torch.empty(n, dtype=torch.float32, device=table.device)
     with _launch(table.device) as (device, stream):
         _function("sample_mixture", device)(
-            view(table), view(out), seed, offset, pi_periodic, *stream
+            view(table), view(out), seed, offset, base, pi_periodic, *stream
         )
     return out
 
@@ -131,12 +132,14 @@ def metropolis_step(
     latent: torch.Tensor,
     latent_new: torch.Tensor,
     accepted_count: torch.Tensor,
-    beta: float,
+    beta: torch.Tensor,
     seed: int,
     step: int,
+    chain_offset: int,
 ) -> torch.Tensor:
     """Update the chain state (chi, energy, log_weight, latent, accepted_count; contiguous, in
-    place) where a chain accepts; returns the (B,) bool mask of accepted chains."""
+    place) where a chain accepts; returns the (B,) bool mask of accepted chains. ``beta``: (B,)
+    float64 per chain."""
     accepted = torch.empty(chi.shape[0], dtype=torch.bool, device=chi.device)
     # The state is updated in place: never a contiguous copy of it (_C rejects a strided state);
     # the proposal may be copied (a tuple: the copies must outlive the call).
@@ -147,9 +150,10 @@ def metropolis_step(
             *(view(t) for pair in zip(state, proposal) for t in pair),
             view(accepted_count),
             view(accepted),
-            beta,
+            view(beta.contiguous()),
             seed,
             step,
+            chain_offset,
             *stream,
         )
     return accepted

@@ -8,10 +8,10 @@ components and angles, Metropolis uniforms) is a pure function of
 — never of a stateful generator. A run is therefore reproducible from its seed, equal on 1 or N
 ranks (chains are keyed by their *global* index, not by the rank that owns them), equal on CPU
 and CUDA up to the last bits of the floating-point maths, and two purposes or two steps never
-share a stream. Uniforms lie in (0, 1): never exactly 0 (log u is finite) nor 1.
+share a stream. Uniforms lie in the open interval (0, 1): never exactly 0 (log u is finite) nor 1.
 
 Streams: the Philox key is ``derive_seed(seed, purpose, ...)``; the counter of chain c, block j is
-(c mod 2^32, c div 2^32, j, 0). Each counter gives four 32-bit words, two 53-bit uniforms.
+(c mod 2^32, c div 2^32, j, 0). Each counter gives four 32-bit words, two uniforms (52 bits each).
 The compiled kernels implement the same generator (csrc/include/pyslice/philox.h,
 kernels/philox.py); the tests check all of them against the published known-answer vectors.
 """
@@ -28,7 +28,7 @@ __all__ = [
     "normal",
     "philox4x32_10",
     "uniform",
-    "uniform53",
+    "uniform_open",
     "uniform_from_bits",
 ]
 
@@ -96,12 +96,13 @@ def uniform_from_bits(word: torch.Tensor) -> torch.Tensor:
     return (word >> 8).to(torch.float32) * (2.0**-24)
 
 
-def uniform53(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-    """Two 32-bit words -> float64 in (0, 1) with 53 random bits: ((high >> 5) 2^26 + (low >> 6)
-    + 1/2) 2^-53, never 0 (log u is finite) and never 1. The compiled kernels use the same
-    expression (csrc/include/pyslice/philox.h)."""
-    mantissa = (high >> 5) * (1 << 26) + (low >> 6)
-    return (mantissa.to(torch.float64) + 0.5) * (2.0**-53)
+def uniform_open(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """Two 32-bit words -> float64 in the open interval (0, 1): 52 random bits m (the top 26 of
+    each word), u = (m + 1/2) 2^-52, the midpoints of a 2^-52 grid. Every value is exact in
+    float64; none is 0 (log u is finite) or 1. The compiled kernels use the same expression
+    (csrc/include/pyslice/philox.h)."""
+    m = ((high >> 6) << 26) | (low >> 6)
+    return (m.to(torch.float64) + 0.5) * (2.0**-52)
 
 
 def _key_words(key: int) -> tuple[int, int]:
@@ -124,7 +125,7 @@ def uniform(key: int, chains: torch.Tensor, n: int) -> torch.Tensor:
     c1 = (chains >> 32).unsqueeze(1)
     c2 = torch.arange(blocks, dtype=torch.int64, device=device).unsqueeze(0)
     w0, w1, w2, w3 = philox4x32_10(c0, c1, c2, torch.zeros_like(c2), *_key_words(key))
-    pairs = torch.stack([uniform53(w0, w1), uniform53(w2, w3)], dim=-1)  # (B, blocks, 2)
+    pairs = torch.stack([uniform_open(w0, w1), uniform_open(w2, w3)], dim=-1)  # (B, blocks, 2)
     return pairs.reshape(chains.shape[0], 2 * blocks)[:, :n]
 
 

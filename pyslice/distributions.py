@@ -105,16 +105,20 @@ def draw_mixture(
     offset: int,
     backend: str | None,
     pi_periodic: bool,
+    base: int = 0,
 ) -> torch.Tensor:
     """Draws from von Mises mixtures through the fused sampling kernel of the selected backend.
 
     ``logits, loc, concentration: (*batch, K)``; returns ``(*sample_shape, *batch)`` in loc's
     dtype. ``seed``/``offset`` select the counter-based Philox stream (None: a random seed);
-    ``pi_periodic``: the parameters describe the doubled angle (see the module docstring).
+    ``pi_periodic``: the parameters describe the doubled angle (see the module docstring);
+    ``base``: element i of the flattened output draws from the streams of element base + i (a
+    batch that is part of a larger one, e.g. the rows of chains split over processes).
     """
     shape = _checks.sample_shape_of(sample_shape)
     seed = _checks.resolve_seed(seed)
     offset = _checks.check_int("offset", offset, low=0, high=_checks.MAX_OFFSET)
+    base = _checks.check_int("base", base, low=0, high=2**63)
     batch_shape = logits.shape[:-1]
     rows = math.prod(batch_shape)
     n = math.prod(shape) * rows
@@ -127,7 +131,7 @@ def draw_mixture(
         loc.reshape(rows, n_components),
         concentration.reshape(rows, n_components),
     )
-    draws = impl(table, n, seed, offset, pi_periodic)
+    draws = impl(table, n, seed, offset, base, pi_periodic)
     return draws.reshape(*shape, *batch_shape).to(loc.dtype)
 
 

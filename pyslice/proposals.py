@@ -500,10 +500,12 @@ class MixtureProposal(Proposal):
         seed: int,
         offset: int,
     ) -> torch.Tensor:
-        """Angles from the single von Mises components ``loc, kappa`` (any shape, dense), the
-        pi-periodic ones (``periodic``) as doubled angles: one fused-kernel call for each kind.
-        Draws are keyed by their position in this dense layout."""
+        """Angles from the single von Mises components ``loc, kappa: (n, ...)`` (dense, one row
+        per chain), the pi-periodic ones (``periodic``) as doubled angles: one fused-kernel call
+        for each kind. Element j of row i draws from the streams of element (offset + i) W + j, W
+        the row's width: keyed by the global chain, like every draw of a proposal."""
         shape = loc.shape
+        width = math.prod(shape[1:])
         flat_loc = loc.reshape(-1, 1).to(torch.float32)
         flat_kappa = kappa.reshape(-1, 1).to(torch.float32)
         zero = torch.zeros(flat_loc.shape[0], 1, dtype=torch.float32, device=self.device)
@@ -513,10 +515,11 @@ class MixtureProposal(Proposal):
                 flat_loc,
                 flat_kappa,
                 (),
-                derive_seed(seed, offset, _TAG_ANGLE, int(kind)),
+                derive_seed(seed, _TAG_ANGLE, int(kind)),
                 0,
                 None,
                 pi_periodic=kind,
+                base=offset * width,
             ).reshape(shape)
             for kind in (False, True)
         ]

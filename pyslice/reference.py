@@ -7,9 +7,9 @@ of the benchmarks. Each function follows its compiled twin operation for operati
   ``kernels/philox.py``
 - von Mises mixture sampling: ``csrc/include/pyslice/vonmises.h``, ``kernels/vonmises.py``
 
-Random streams (one per output element ``i``; Philox key = ``seed``)::
+Random streams (one per output element ``i``, stream index e = base + i; Philox key = ``seed``)::
 
-    counter = (i mod 2^32, i div 2^32, offset, round)
+    counter = (e mod 2^32, e div 2^32, offset, round)
     round 0: w0 -> component, w1 -> sign bit 31 and half-turn bit 30, (w2, w3) -> first proposal
     round r >= 1: (w0, w1) -> proposal r
 
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from pyslice._random import MASK32, philox4x32_10, uniform_from_bits
+from pyslice._random import MASK32, philox4x32_10, uniform_from_bits, uniform_open
 from pyslice.geometry.angles import wrap_angle
 
 __all__ = [
@@ -134,9 +134,10 @@ def best_fisher_try(
 
 
 def sample_mixture(
-    table: torch.Tensor, n: int, seed: int, offset: int, pi_periodic: bool
+    table: torch.Tensor, n: int, seed: int, offset: int, base: int, pi_periodic: bool
 ) -> torch.Tensor:
-    """Draw element ``i`` (0 <= i < n) of a flattened sample, row ``i % rows`` of ``table``.
+    """Draw element ``i`` (0 <= i < n) of a flattened sample, row ``i % rows`` of ``table``,
+    from the streams of element ``base + i`` (base places the batch inside a larger one).
 
     ``table: (6, rows, K) float32`` from :func:`mixture_table` -> ``(n,) float32`` in [-pi, pi).
     The rejection loop runs over rounds in Python; that is fine for a reference (the fast paths
@@ -145,7 +146,8 @@ def sample_mixture(
     device = table.device
     _, rows, n_components = table.shape
     i = torch.arange(n, dtype=torch.int64, device=device)
-    c0, c1 = i & MASK32, i >> 32
+    e = i + base
+    c0, c1 = e & MASK32, e >> 32
     c2 = torch.full_like(i, offset)
     k0, k1 = seed & MASK32, seed >> 32
     w0, w1, w2, w3 = philox4x32_10(c0, c1, c2, torch.zeros_like(i), k0, k1)
@@ -198,10 +200,13 @@ def sample_mixture(
 METROPOLIS_STREAM = 0x80000000
 
 
-def metropolis_log_uniform(seed: int, step: int, n_chains: int, device) -> torch.Tensor:
-    """log u for every chain at ``step``: (n_chains,) float64, u in [0, 1) on the float32 grid."""
-    chain = torch.arange(n_chains, dtype=torch.int64, device=device)
-    w0, _, _, _ = philox4x32_10(
+def metropolis_log_uniform(
+    seed: int, step: int, n_chains: int, device, chain_offset: int = 0
+) -> torch.Tensor:
+    """log u for every chain at ``step``: (n_chains,) float64, u in (0, 1) with 52 random bits,
+    chain b keyed by its global index ``chain_offset + b``."""
+    chain = torch.arange(chain_offset, chain_offset + n_chains, dtype=torch.int64, device=device)
+    w0, w1, _, _ = philox4x32_10(
         chain & MASK32,
         chain >> 32,
         torch.full_like(chain, step & MASK32),
@@ -209,7 +214,7 @@ def metropolis_log_uniform(seed: int, step: int, n_chains: int, device) -> torch
         seed & MASK32,
         seed >> 32,
     )
-    return torch.log(uniform_from_bits(w0).to(torch.float64))
+    return torch.log(uniform_open(w0, w1))
 
 
 def metropolis_step(
@@ -222,17 +227,19 @@ def metropolis_step(
     latent: torch.Tensor,
     latent_new: torch.Tensor,
     accepted_count: torch.Tensor,
-    beta: float,
+    beta: torch.Tensor,
     seed: int,
     step: int,
+    chain_offset: int,
 ) -> torch.Tensor:
     """The fused Metropolis-Hastings step (csrc/include/pyslice/metropolis.h), in place.
 
-    Chain b accepts iff log u_b < -beta (U' - U) + (w' - w) (float64; NaN rejects) and then takes
-    the proposal's chi, energy, log-weight and latent labels, and counts the acceptance.
+    Chain b accepts iff log u_b < -beta_b (U' - U) + (w' - w) (float64; NaN rejects) and then
+    takes the proposal's chi, energy, log-weight and latent labels, and counts the acceptance;
+    ``beta: (B,)`` float64, u_b keyed by the global chain index ``chain_offset + b``.
     Returns the (B,) bool mask of acceptances.
     """
-    log_u = metropolis_log_uniform(seed, step, chi.shape[0], chi.device)
+    log_u = metropolis_log_uniform(seed, step, chi.shape[0], chi.device, chain_offset)
     log_accept = -beta * (energy_new.to(torch.float64) - energy.to(torch.float64)) + (
         log_weight_new.to(torch.float64) - log_weight.to(torch.float64)
     )

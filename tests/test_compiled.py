@@ -69,7 +69,7 @@ def table() -> torch.Tensor:
 
 def sample(C, table: torch.Tensor, n: int, seed=1, offset=0, pi_periodic=False) -> torch.Tensor:
     out = torch.full((n,), math.nan, dtype=torch.float32)
-    C.sample_mixture_cpu(view(table), view(out), seed, offset, pi_periodic)
+    C.sample_mixture_cpu(view(table), view(out), seed, offset, 0, pi_periodic)
     return out
 
 
@@ -336,7 +336,7 @@ def call(C, table, out=None, seed=0, offset=0, pi_periodic=False):
     table = view(table) if isinstance(table, torch.Tensor) else table
     out = torch.zeros(10, dtype=torch.float32) if out is None else out
     C.sample_mixture_cpu(table, view(out) if isinstance(out, torch.Tensor) else out, seed,
-                         offset, pi_periodic)  # fmt: skip
+                         offset, 0, pi_periodic)  # fmt: skip
 
 
 def test_rejects_float64_table(C, table) -> None:
@@ -348,7 +348,7 @@ def test_rejects_what_is_not_a_view(C, table) -> None:
     with pytest.raises(TypeError, match="table must be a pyslice._C.Tensor.*got numpy.ndarray"):
         call(C, table.numpy())
     with pytest.raises(TypeError, match="table must be a pyslice._C.Tensor.*got torch.Tensor"):
-        C.sample_mixture_cpu(table, view(torch.zeros(3)), 0, 0, False)
+        C.sample_mixture_cpu(table, view(torch.zeros(3)), 0, 0, 0, False)
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (6, 3, 2, 1), (18,)])
@@ -408,7 +408,7 @@ def test_rejects_out_sharing_memory_with_table(C, table) -> None:
 
 def test_empty_out(C, table) -> None:
     out = torch.zeros(0)
-    assert C.sample_mixture_cpu(view(table), view(out), 0, 0, False) is None
+    assert C.sample_mixture_cpu(view(table), view(out), 0, 0, 0, False) is None
 
 
 def test_rejects_cuda_views_on_the_cpu(C, table) -> None:
@@ -458,7 +458,7 @@ def test_cuda_binding_without_cuda(C) -> None:
     if C.cuda_compiled():
         pytest.skip("pyslice._C was built with CUDA")
     with pytest.raises(RuntimeError, match="pyslice._C was built without CUDA"):
-        C.sample_mixture_cuda(*cuda_views(C), 0, 0, False, 0)
+        C.sample_mixture_cuda(*cuda_views(C), 0, 0, 0, False, 0)
 
 
 @pytest.fixture
@@ -470,7 +470,7 @@ def cuda_C(C):
 
 def test_cuda_empty_launch_does_nothing(cuda_C) -> None:
     # n == 0 returns before any CUDA call (no GPU needed)
-    assert cuda_C.sample_mixture_cuda(*cuda_views(cuda_C, n=0), 0, 0, False, 0) is None
+    assert cuda_C.sample_mixture_cuda(*cuda_views(cuda_C, n=0), 0, 0, 0, False, 0) is None
 
 
 @pytest.mark.parametrize(
@@ -478,14 +478,15 @@ def test_cuda_empty_launch_does_nothing(cuda_C) -> None:
     [
         (2, 2**64, ValueError, "seed must be an int in"),
         (3, 2**32, ValueError, "offset must be an int in"),
-        (4, 0, TypeError, "pi_periodic must be a bool"),
-        (5, -1, ValueError, r"stream must be an int in \[0, 2\*\*64\)"),
-        (5, 1.5, TypeError, "stream must be an int"),
+        (4, -1, ValueError, "base must be an int in"),
+        (5, 0, TypeError, "pi_periodic must be a bool"),
+        (6, -1, ValueError, r"stream must be an int in \[0, 2\*\*64\)"),
+        (6, 1.5, TypeError, "stream must be an int"),
     ],
 )
 def test_cuda_argument_checks(cuda_C, position, value, error, message) -> None:
     # all raised before any CUDA call, so safe with or without a GPU
-    arguments = [*cuda_views(cuda_C), 0, 0, False, 0]
+    arguments = [*cuda_views(cuda_C), 0, 0, 0, False, 0]
     arguments[position] = value
     with pytest.raises(error, match=message):
         cuda_C.sample_mixture_cuda(*arguments)
@@ -495,19 +496,19 @@ def test_cuda_rejects_cpu_views_and_mixed_devices(cuda_C, table) -> None:
     cuda_table, cuda_out = cuda_views(cuda_C)
     out = torch.zeros(4)
     with pytest.raises(ValueError, match=r"table must be on the cuda \(sample_mixture_cuda\)"):
-        cuda_C.sample_mixture_cuda(view(table), cuda_out, 0, 0, False, 0)
+        cuda_C.sample_mixture_cuda(view(table), cuda_out, 0, 0, 0, False, 0)
     with pytest.raises(ValueError, match="out must be on the cuda.*got cpu"):
-        cuda_C.sample_mixture_cuda(cuda_table, view(out), 0, 0, False, 0)
+        cuda_C.sample_mixture_cuda(cuda_table, view(out), 0, 0, 0, False, 0)
     other = fake_view(cuda_C, (4,), device="cuda", index=1, data=512)
     with pytest.raises(ValueError, match="out is on cuda:1, table on cuda:0"):
-        cuda_C.sample_mixture_cuda(cuda_table, other, 0, 0, False, 0)
+        cuda_C.sample_mixture_cuda(cuda_table, other, 0, 0, 0, False, 0)
 
 
 def test_cuda_rejects_null_pointers(cuda_C) -> None:
     table, out = cuda_views(cuda_C)
     null_out = fake_view(cuda_C, (4,), device="cuda", index=0, data=0)
     with pytest.raises(ValueError, match="out must not point to address 0"):
-        cuda_C.sample_mixture_cuda(table, null_out, 0, 0, False, 0)
+        cuda_C.sample_mixture_cuda(table, null_out, 0, 0, 0, False, 0)
 
 
 def test_cuda_without_device_raises(cuda_C) -> None:
@@ -515,7 +516,7 @@ def test_cuda_without_device_raises(cuda_C) -> None:
         pytest.skip("a CUDA device is present")
     # no driver or no device: the runtime's check of the pointers fails before any launch
     with pytest.raises(RuntimeError, match="CUDA|cuda"):
-        cuda_C.sample_mixture_cuda(*cuda_views(cuda_C), 0, 0, False, 0)
+        cuda_C.sample_mixture_cuda(*cuda_views(cuda_C), 0, 0, 0, False, 0)
 
 
 def test_cuda_rejects_host_memory_described_as_device_memory(cuda_C) -> None:
@@ -526,7 +527,7 @@ def test_cuda_rejects_host_memory_described_as_device_memory(cuda_C) -> None:
     real_table = torch.zeros(6, 1, 1, device="cuda")
     lying = cuda_C.Tensor(host.data_ptr(), (4,), (1,), "float32", "cuda", 0)
     with pytest.raises(ValueError, match="device"):
-        cuda_C.sample_mixture_cuda(view(real_table), lying, 0, 0, False, 0)
+        cuda_C.sample_mixture_cuda(view(real_table), lying, 0, 0, 0, False, 0)
 
 
 # --- workspace_size: the one workspace rule -----------------------------------------------------

@@ -7,24 +7,24 @@
 namespace pyslice {
 
 template <typename Chi, typename Energy>
-void metropolis_step_cpu_launch(const MetropolisArrays<Chi, Energy>& a, double beta, uint64_t seed,
-                                uint64_t step) {
+void metropolis_step_cpu_launch(const MetropolisArrays<Chi, Energy>& a, uint64_t seed,
+                                uint64_t step, uint64_t chain_offset) {
   // Each chain depends only on its own row and (seed, chain, step): thread-count independent.
 #if defined(PYSLICE_WITH_OPENMP)
 #pragma omp parallel for schedule(static) if (a.n_chains >= 4096)
 #endif
   for (int64_t b = 0; b < a.n_chains; ++b) {
-    metropolis_chain_step(a, b, beta, seed, step);
+    metropolis_chain_step(a, b, seed, step, chain_offset);
   }
 }
 
 template void metropolis_step_cpu_launch<float, float>(const MetropolisArrays<float, float>&,
-                                                       double, uint64_t, uint64_t);
+                                                       uint64_t, uint64_t, uint64_t);
 template void metropolis_step_cpu_launch<float, double>(const MetropolisArrays<float, double>&,
-                                                        double, uint64_t, uint64_t);
+                                                        uint64_t, uint64_t, uint64_t);
 template void metropolis_step_cpu_launch<double, float>(const MetropolisArrays<double, float>&,
-                                                        double, uint64_t, uint64_t);
+                                                        uint64_t, uint64_t, uint64_t);
 template void metropolis_step_cpu_launch<double, double>(const MetropolisArrays<double, double>&,
-                                                         double, uint64_t, uint64_t);
+                                                         uint64_t, uint64_t, uint64_t);
 
 }  // namespace pyslice

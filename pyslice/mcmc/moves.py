@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +54,9 @@ class MoveContext:
     dtype: torch.dtype
     chain_offset: int = 0
     n_chains: int = 0
+    # Sums a tensor over all processes in place (torch.distributed all-reduce when the chains are
+    # split over ranks): warm-up statistics then equal those of one process running every chain.
+    all_reduce: Callable[[torch.Tensor], None] = lambda tensor: None
 
     def __post_init__(self) -> None:
         self.chains = torch.arange(
@@ -232,8 +236,10 @@ class RandomWalk(Move):
         if not self.adaptive:
             return
         moved = candidate.moved_columns.to(torch.float64)  # type: ignore[attr-defined]
-        tries = moved.sum(0)
-        rate = (moved * accepted.to(torch.float64).unsqueeze(1)).sum(0) / tries.clamp_min(1.0)
+        counts = torch.stack([moved.sum(0), (moved * accepted.to(torch.float64)[:, None]).sum(0)])
+        self.ctx.all_reduce(counts)  # over every rank's chains
+        tries = counts[0]
+        rate = counts[1] / tries.clamp_min(1.0)
         # Robbins-Monro on log step size with a decaying gain; columns not tried keep their size.
         self.adapt_steps += 1
         gain = 2.0 / (1.0 + self.adapt_steps / 20.0) ** 0.6

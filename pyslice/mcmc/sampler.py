@@ -128,6 +128,7 @@ class Sampler:
             self.target.dtype,
             chain_offset=self.chain_offset,
             n_chains=self.n_chains,
+            all_reduce=_all_reduce if self.world_size > 1 else (lambda tensor: None),
         )
         for move in self.moves:
             move.bind(context)
@@ -242,8 +243,9 @@ class Sampler:
             candidate.log_weight_new,
             latent_new,
             beta=self.beta,
-            seed=derive_seed(self.seed, self.stream, _METROPOLIS),
+            seed=derive_seed(self.seed, _METROPOLIS),
             step=t,
+            chain_offset=self.chain_offset,
         )
         self._cache = self.target.accept(self._cache, cache_new, accepted)
         if warmup_progress is not None:
@@ -668,6 +670,11 @@ class _DeferredInterrupt:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _all_reduce(tensor: torch.Tensor) -> None:
+    """Sum ``tensor`` over the ranks in place (the chains' process group)."""
+    torch.distributed.all_reduce(tensor)
 
 
 def _distributed_rank() -> tuple[int, int]:

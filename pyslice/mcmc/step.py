@@ -116,24 +116,28 @@ def metropolis_step(
     log_weight_new: torch.Tensor | None = None,
     latent_new: torch.Tensor | None = None,
     *,
-    beta: float,
+    beta: float | torch.Tensor,
     seed: int,
     step: int,
+    chain_offset: int = 0,
     backend: str | None = None,
 ) -> torch.Tensor:
     """Accept or reject one proposal per chain and update ``state`` in place.
 
     ``chi_new: (B, n_chi)``, ``energy_new: (B,)``, ``log_weight_new: (B,)`` (default zeros: a
     symmetric move), ``latent_new: (B, n_latent)`` (default: the current labels). ``beta`` =
-    1/kT in mol/kJ; ``seed`` in [0, 2^64) and ``step`` in [0, 2^63) select the uniforms. Returns
+    1/kT in mol/kJ, one number or ``(B,)`` per chain (a temperature ladder); ``seed`` in
+    [0, 2^64), ``step`` in [0, 2^63) and ``chain_offset`` (the global index of chain 0, for chains
+    split over processes) select the uniforms: u in (0, 1) with 52 random bits, never 0. Returns
     the (B,) bool mask of accepted chains. A NaN proposal energy or weight is rejected, never
     accepted; an infinite current energy (a clash) is left by any finite proposal.
     """
     state.validate()
     device = state.chi.device
-    beta = _checks.check_float("beta", beta, positive=True)
+    beta = _per_chain_beta(beta, state.n_chains, device)
     seed = _checks.check_int("seed", seed, low=0, high=_checks.MAX_SEED)
     step = _checks.check_int("step", step, low=0, high=_MAX_STEP)
+    chain_offset = _checks.check_int("chain_offset", chain_offset, low=0, high=_MAX_STEP)
     if log_weight_new is None:
         log_weight_new = torch.zeros_like(state.log_weight)
     if latent_new is None:
@@ -171,4 +175,21 @@ def metropolis_step(
         beta,
         seed,
         step,
+        chain_offset,
     )
+
+
+def _per_chain_beta(beta: float | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    """(n,) float64 on ``device``: one positive finite 1/kT per chain."""
+    if isinstance(beta, torch.Tensor):
+        if beta.shape not in ((), (n,)):
+            raise ValueError(f"beta must be a number or have shape ({n},), got {tuple(beta.shape)}")
+        if beta.device != device:
+            raise ValueError(f"beta is on {beta.device}, the state on {device}")
+        values = beta.to(torch.float64).expand(n).contiguous()
+        # A value check reads the data: outside pyslice's own hot paths only.
+        if _checks.values_checked() and not bool((torch.isfinite(values) & (values > 0)).all()):
+            raise ValueError("beta must be finite and > 0 for every chain")
+        return values
+    value = _checks.check_float("beta", beta, positive=True)
+    return torch.full((n,), value, dtype=torch.float64, device=device)

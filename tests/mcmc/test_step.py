@@ -224,8 +224,12 @@ def step_arguments(n=4, n_chi=2, n_latent=0, dtype=torch.float32):
     }
 
 
-def step(C, tensors, beta=1.0, seed=0, step_=0):
-    C.metropolis_step_cpu(*(_native.view(t) for t in tensors.values()), beta, seed, step_)
+def step(C, tensors, beta=None, seed=0, step_=0, chain_offset=0):
+    n = tensors["chi"].shape[0]
+    beta = torch.ones(n, dtype=F64) if beta is None else beta
+    C.metropolis_step_cpu(
+        *(_native.view(t) for t in tensors.values()), _native.view(beta), seed, step_, chain_offset
+    )
 
 
 @needs_compiled
@@ -241,13 +245,15 @@ def test_compiled_binding_rechecks_shapes_and_dtypes() -> None:
         step(C, step_arguments() | {"accepted": torch.zeros(4, dtype=torch.uint8)})
     with pytest.raises(ValueError, match="chi must be C-contiguous"):
         step(C, step_arguments() | {"chi": torch.zeros(2, 4).t()})
-    for beta in (float("nan"), 0.0, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="beta must be finite and > 0"):
-            step(C, step_arguments(), beta=beta)
-    with pytest.raises(TypeError, match="beta must be a real number"):
-        step(C, step_arguments(), beta="1")
+    # beta is per chain: a (B,) float64 view (its values are checked by metropolis_step)
+    with pytest.raises(TypeError, match="beta must have dtype float64"):
+        step(C, step_arguments(), beta=torch.ones(4))
+    with pytest.raises(ValueError, match=r"beta must have shape \(B,\) with B = 4"):
+        step(C, step_arguments(), beta=torch.ones(3, dtype=F64))
     with pytest.raises(ValueError, match=r"step must be an int in \[0, 2\*\*63\)"):
         step(C, step_arguments(), step_=2**63)
+    with pytest.raises(ValueError, match=r"chain_offset must be an int in \[0, 2\*\*63\)"):
+        step(C, step_arguments(), chain_offset=-1)
 
 
 @needs_compiled
@@ -270,3 +276,69 @@ def test_compiled_state_may_be_its_own_proposal_but_not_overlap_it() -> None:
     shared["log_weight"] = shared["energy"]
     with pytest.raises(ValueError, match="log_weight must not share memory with energy"):
         step(C, shared)
+
+
+# ---- uniforms in (0, 1), keyed by the global chain index, per-chain temperatures (issue 14)
+
+
+def test_uniforms_are_never_zero_or_one() -> None:
+    from pyslice._random import uniform_open
+
+    words = torch.tensor([0, 1, 63, 64, 2**31, 2**32 - 1], dtype=torch.int64)
+    u = uniform_open(words.repeat_interleave(6), words.repeat(6))
+    assert bool((u > 0).all()) and bool((u < 1).all())
+    assert float(u.min()) == 2.0**-53 and float(u.max()) == 1.0 - 2.0**-53
+    assert u.unique().numel() == 16  # the top 26 bits of each word matter, the rest do not
+
+
+def test_hopeless_proposals_are_never_accepted(metropolis_step_backend) -> None:
+    """2^25 decisions at log a = -1e6 accept none: with u drawn on a 2^-24 grid including 0
+    (log u = -inf) 31 of them were accepted; with u in (0, 1) (log u >= -36.7) none can be."""
+    backend, device = metropolis_step_backend
+    n, calls = 2**20, 32 if backend != "reference" else 8  # the torch reference: 2^23
+    chi = torch.zeros(n, 1, device=device)
+    energy = torch.zeros(n, dtype=F64, device=device)
+    hopeless = torch.full((n,), 1e6, dtype=F64, device=device)  # beta 1: log a = -1e6
+    total = 0
+    for call in range(calls):
+        state = ChainState.create(chi, energy)
+        accepted = metropolis_step(state, chi, hopeless, beta=1.0, seed=call, step=call,
+                                   backend=backend)  # fmt: skip
+        total += int(accepted.sum())
+    assert total == 0
+
+
+def test_chains_are_keyed_by_their_global_index(metropolis_step_backend) -> None:
+    """Chains split over processes (chain_offset) take the decisions of one process."""
+    backend, device = metropolis_step_backend
+    state, proposal = _random_case(10, 2, 1, torch.float32, F64, seed=3)
+    whole = _copy(state, device)
+    moved = tuple(t.to(device) for t in proposal)
+    expected = metropolis_step(whole, *moved, beta=0.7, seed=9, step=5, backend=backend)
+    parts = []
+    for lo, hi in ((0, 4), (4, 10)):
+        part = ChainState(*(getattr(state, f)[lo:hi].clone().to(device) for f in _FIELDS))
+        rows = tuple(t[lo:hi].to(device) for t in proposal)
+        parts.append(
+            metropolis_step(
+                part, *rows, beta=0.7, seed=9, step=5, chain_offset=lo, backend=backend
+            )  # fmt: skip
+        )
+    assert torch.equal(torch.cat(parts), expected)
+
+
+def test_per_chain_beta_equals_separate_steps(metropolis_step_backend) -> None:
+    backend, device = metropolis_step_backend
+    state, proposal = _random_case(12, 2, 0, torch.float32, F64, seed=4)
+    betas = torch.tensor([0.2, 1.5, 0.7], dtype=F64).repeat(4).to(device)
+    ladder = _copy(state, device)
+    moved = tuple(t.to(device) for t in proposal)
+    got = metropolis_step(ladder, *moved, beta=betas, seed=2, step=3, backend=backend)
+    for k, beta in enumerate((0.2, 1.5, 0.7)):
+        single = _copy(state, device)
+        each = metropolis_step(single, *moved, beta=beta, seed=2, step=3, backend=backend)
+        assert torch.equal(got[k::3], each[k::3])
+    with pytest.raises(ValueError, match="beta must be finite and > 0"):
+        metropolis_step(_copy(state, device), *moved, beta=betas * 0, seed=2, step=3)
+    with pytest.raises(ValueError, match="beta must be a number or have shape"):
+        metropolis_step(_copy(state, device), *moved, beta=betas[:3], seed=2, step=3)

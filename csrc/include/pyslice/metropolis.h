@@ -5,10 +5,12 @@
 //   min(1, exp(-beta (U(x') - U(x)) + w(x') - w(x))),
 // where w is each state's log-weight: -log q(x) for an independence proposal q, 0 for a
 // symmetric move, log r(k|x) - log q(k, x) for a lifted move with latent labels k. The decision
-// is made in double precision from one uniform per (chain, step):
+// is made in double precision from one uniform u in (0, 1) (52 bits, never 0) per (chain, step):
 //   Philox key = seed, counter = (chain mod 2^32, chain div 2^32, step mod 2^32,
 //                                 kMetropolisStream | (step div 2^32)),
 // a stream disjoint from the samplers' (their fourth counter word is a round number < 2^31).
+// `chain` is the chain's GLOBAL index (chain_offset + b), so chains split over processes take
+// the decisions one process would. beta is per chain (replica exchange: a temperature ladder).
 // A NaN log-acceptance (e.g. two infinite energies) rejects; an infinite current energy (a
 // clash) is left as soon as a finite proposal arrives.
 #pragma once
@@ -28,7 +30,7 @@ PYSLICE_HD double metropolis_log_uniform(uint64_t seed, uint64_t chain, uint64_t
       static_cast<uint32_t>(step),
       kMetropolisStream | (static_cast<uint32_t>(step >> 32) & 0x7FFFFFFFu),
       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return log(static_cast<double>(uniform_from_bits(words.w[0])));  // log 0 = -inf: u in [0, 1)
+  return log(uniform_open(words.w[0], words.w[1]));  // finite: u in (0, 1)
 }
 
 PYSLICE_HD bool metropolis_accept(double log_uniform, double beta, double energy,
@@ -39,7 +41,8 @@ PYSLICE_HD bool metropolis_accept(double log_uniform, double beta, double energy
 
 // The chain state and its proposal, all arrays contiguous, B chains. Updated in place where a
 // chain accepts: chi (B, n_chi), energy (B,), log_weight (B,), latent (B, n_latent) int64 and
-// accepted_count (B,) int64 (+1); accepted (B,) uint8 is written for every chain.
+// accepted_count (B,) int64 (+1); accepted (B,) uint8 is written for every chain; beta (B,)
+// float64 is each chain's 1/kT.
 template <typename Chi, typename Energy>
 struct MetropolisArrays {
   Chi* chi;
@@ -52,6 +55,7 @@ struct MetropolisArrays {
   const int64_t* latent_new;
   int64_t* accepted_count;
   uint8_t* accepted;
+  const double* beta;
   int64_t n_chains;
   int64_t n_chi;
   int64_t n_latent;
@@ -61,9 +65,9 @@ struct MetropolisArrays {
 // chain, run by the CPU loop and by each CUDA thread.
 template <typename Chi, typename Energy>
 PYSLICE_HD void metropolis_chain_step(const MetropolisArrays<Chi, Energy>& a, int64_t b,
-                                      double beta, uint64_t seed, uint64_t step) {
-  const double log_u = metropolis_log_uniform(seed, static_cast<uint64_t>(b), step);
-  const bool accept = metropolis_accept(log_u, beta, a.energy[b], a.energy_new[b],
+                                      uint64_t seed, uint64_t step, uint64_t chain_offset) {
+  const double log_u = metropolis_log_uniform(seed, chain_offset + static_cast<uint64_t>(b), step);
+  const bool accept = metropolis_accept(log_u, a.beta[b], a.energy[b], a.energy_new[b],
                                         a.log_weight[b], a.log_weight_new[b]);
   a.accepted[b] = accept ? 1 : 0;
   if (!accept) return;

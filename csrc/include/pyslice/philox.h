@@ -44,4 +44,12 @@ PYSLICE_HD float uniform_from_bits(uint32_t word) {
   return static_cast<float>(word >> 8) * 5.9604644775390625e-08f;  // 2^-24
 }
 
+// Two words -> a double in the open interval (0, 1): 52 random bits m (the top 26 of each word),
+// u = (m + 1/2) 2^-52, the midpoints of a 2^-52 grid. Every value is exact in double, none is 0
+// (log u is finite) or 1. pyslice/_random.py uniform_open is the same.
+PYSLICE_HD double uniform_open(uint32_t high, uint32_t low) {
+  const uint64_t m = (static_cast<uint64_t>(high >> 6) << 26) | (low >> 6);
+  return (static_cast<double>(m) + 0.5) * 2.220446049250313e-16;  // 2^-52
+}
+
 }  // namespace pyslice

@@ -3,8 +3,10 @@
 // The same algorithm, operation for operation, lives in pyslice/reference.py (torch) and
 // kernels/vonmises.py (Triton); the comments name the steps so the three can be read side by side.
 //
-// Stream layout (per output element i, Philox key = seed):
-//   counter = (i mod 2^32, i div 2^32, offset, round)
+// Stream layout (per output element i, Philox key = seed, e = base + i its stream index):
+//   counter = (e mod 2^32, e div 2^32, offset, round)
+// `base` places a batch inside a larger one: elements of chains split over processes draw the
+// streams one process would.
 //   round 0: w0 -> mixture component, w1 -> sign bit (31) and half-turn bit (30, pi-periodic only),
 //            w2, w3 -> first proposal (u, v)
 //   round r >= 1: w0, w1 -> proposal r (u, v)
@@ -80,11 +82,12 @@ PYSLICE_HD bool best_fisher_try(float u, float v, float kappa, float s_minus_1, 
 // Draws element i of the flattened output. `table` is (6, rows, K) float32 contiguous.
 PYSLICE_HD float sample_mixture_element(const float* table, int64_t rows, int64_t n_components,
                                         int64_t i, uint64_t seed, uint32_t offset,
-                                        bool pi_periodic) {
+                                        uint64_t base, bool pi_periodic) {
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
-  const uint32_t c0 = static_cast<uint32_t>(static_cast<uint64_t>(i));
-  const uint32_t c1 = static_cast<uint32_t>(static_cast<uint64_t>(i) >> 32);
+  const uint64_t e = base + static_cast<uint64_t>(i);
+  const uint32_t c0 = static_cast<uint32_t>(e);
+  const uint32_t c1 = static_cast<uint32_t>(e >> 32);
   Philox4 words = philox4x32_10(c0, c1, offset, 0u, k0, k1);
 
   // Component: the number of cumulative weights (all but the last) at or below u.
