@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,20 +29,21 @@ from pyslice._random import derive_seed
 from pyslice.io.files import atomic_write
 from pyslice.io.progress import ProgressBar
 from pyslice.mcmc.ensemble import Ensemble
+from pyslice.mcmc.interrupts import DeferredInterrupt, SamplingInterrupted
 from pyslice.mcmc.moves import Independence, Move, MoveContext, RandomWalk
+from pyslice.mcmc.record import RunRecord
+from pyslice.mcmc.replicas import BOLTZMANN_KJ_PER_MOL_K, TemperatureLadder
 from pyslice.mcmc.step import ChainState, metropolis_step
 from pyslice.mcmc.targets import ChiTarget, ProteinTarget
 from pyslice.proposals import Proposal, UniformProposal
 
 __all__ = ["BOLTZMANN_KJ_PER_MOL_K", "Sampler", "SamplingInterrupted"]
 
-#: Molar gas constant R = N_A k_B in kJ/(mol K) (CODATA 2018, as OpenMM uses).
-BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
 
 _CHECKPOINT_FORMAT = "pyslice-checkpoint-1"
 #: Steps between the run's synchronisation points (see Sampler._synchronise).
 _SYNC_EVERY = 64
-_MOVE_CHOICE, _METROPOLIS, _INIT = 0x6D6F7665, 0x6D657472, 0x696E6974
+_MOVE_CHOICE, _METROPOLIS, _INIT, _SWAP = 0x6D6F7665, 0x6D657472, 0x696E6974, 0x73776170
 
 
 class Sampler:
@@ -59,8 +57,9 @@ class Sampler:
             ``device``).
         proposal: the :class:`~pyslice.proposals.Proposal` of the default independence move
             (default: uniform angles, which needs no training data).
-        temperature: kelvin, > 0.
-        n_chains: number of chains (in total, over all ranks when distributed), >= 1.
+        temperature: kelvin, > 0 (default 300 K, or ``temperatures[0]``).
+        n_chains: number of chains (in total, over all ranks when distributed), >= 1; with
+            ``temperatures``, a multiple of their number (whole replica sets).
         moves: the moves with their weights (default: a residue random walk and a one-residue
             independence move from ``proposal``, equal weights).
         seed: 0 <= seed < 2^64.
@@ -72,6 +71,12 @@ class Sampler:
             them by differences; this keeps the reported energies free of round-off drift; the
             acceptance decisions never depend on it). None: never (energies stay running sums of
             the moves' differences).
+        temperatures: a replica-exchange ladder (kelvin, increasing, the first the target; see
+            :mod:`pyslice.mcmc.replicas`): the chains form sets of ``len(temperatures)``, one at
+            each temperature, exchanging neighbouring temperatures exactly every ``swap_every``
+            steps; ``run()`` returns the ensemble of the target temperature (one chain per set)
+            and ``swap_rates`` the exchange acceptance of each pair.
+        swap_every: steps between exchange attempts (alternating even and odd pairs).
     """
 
     def __init__(
@@ -79,7 +84,7 @@ class Sampler:
         protein: Any,
         energy: Any = None,
         proposal: Proposal | None = None,
-        temperature: float = 300.0,
+        temperature: float | None = None,
         n_chains: int = 1024,
         moves: Sequence[Move] | None = None,
         seed: int = 0,
@@ -87,8 +92,19 @@ class Sampler:
         *,
         init: str | torch.Tensor = "reference",
         refresh_every: int | None = 1000,
+        temperatures: Sequence[float] | None = None,
+        swap_every: int = 1,
     ) -> None:
-        self.temperature = temperature
+        self.ladder: TemperatureLadder | None = None
+        if temperatures is not None:
+            if temperature is not None and temperature != temperatures[0]:
+                raise ValueError(
+                    f"temperature ({temperature}) must be temperatures[0] ({temperatures[0]}): "
+                    "the ladder starts at the target temperature"
+                )
+            temperature = temperatures[0]
+        self.temperature = 300.0 if temperature is None else temperature
+        self.swap_every = _checks.check_int("swap_every", swap_every, low=1)
         total = _checks.check_int("n_chains", n_chains, low=1)
         self.seed = _checks.check_int("seed", seed, low=0, high=_checks.MAX_SEED)
         self.refresh_every = (
@@ -102,12 +118,24 @@ class Sampler:
                 f"n_chains ({total}) must be at least the number of ranks ({self.world_size})"
             )
         self.total_chains = total
-        self.chain_offset = self.rank * total // self.world_size
-        self.n_chains = (self.rank + 1) * total // self.world_size - self.chain_offset
+        # Ranks split whole replica sets (a set's chains swap temperatures with each other).
+        per_set = 1 if temperatures is None else len(temperatures)
+        if total % per_set:
+            raise ValueError(
+                f"n_chains ({total}) must be a multiple of len(temperatures) ({per_set})"
+            )
+        sets = total // per_set
+        if sets < self.world_size:
+            raise ValueError(f"{sets} replica sets cannot be split over {self.world_size} ranks")
+        first_set = self.rank * sets // self.world_size
+        self.chain_offset = first_set * per_set
+        self.n_chains = (self.rank + 1) * sets // self.world_size * per_set - self.chain_offset
         self.stream = self.rank
 
         self.target = _make_target(protein, energy, device)
         self.device = self.target.device
+        if temperatures is not None:
+            self.ladder = TemperatureLadder(temperatures, self.n_chains, first_set, self.device)
         if proposal is None:
             proposal = UniformProposal(
                 self.target.n_chi, self.target.group, dtype=self.target.dtype, device=self.device
@@ -187,9 +215,22 @@ class Sampler:
 
     @temperature.setter
     def temperature(self, value: float) -> None:
+        if getattr(self, "ladder", None) is not None:
+            raise ValueError("temperature: a replica-exchange sampler's ladder is fixed")
         value = _checks.check_float("temperature", value, positive=True)
         self._temperature = value
         self.beta = 1.0 / (BOLTZMANN_KJ_PER_MOL_K * value)
+
+    @property
+    def n_recorded(self) -> int:
+        """Chains of this process whose draws the ensemble holds (replica sets with a ladder)."""
+        return self.n_chains if self.ladder is None else self.ladder.n_sets
+
+    @property
+    def swap_rates(self) -> list[float | None] | None:
+        """Replica exchange: the acceptance of each neighbour pair's exchanges (None without a
+        ladder; an entry is None before its first attempt)."""
+        return None if self.ladder is None else self.ladder.swap_rates()
 
     @property
     def chi(self) -> torch.Tensor:
@@ -242,7 +283,7 @@ class Sampler:
             energy_new,
             candidate.log_weight_new,
             latent_new,
-            beta=self.beta,
+            beta=self.beta if self.ladder is None else self.ladder.beta,
             seed=derive_seed(self.seed, _METROPOLIS),
             step=t,
             chain_offset=self.chain_offset,
@@ -252,10 +293,18 @@ class Sampler:
             move.adapt(candidate, accepted, warmup_progress)
         if self._stuck:  # waits for the device, but only while some chain is in a clash
             self._stuck = self._any_stuck()
+        if self.ladder is not None and (t + 1) % self.swap_every == 0:
+            parity = ((t + 1) // self.swap_every) % 2
+            self.ladder.swap(self.state.energy, derive_seed(self.seed, _SWAP), t, parity)
         self.step = t + 1
         return index, candidate, accepted
 
-    def _synchronise(self, run: _RunRecord) -> None:
+    def _recorded_rows(self) -> torch.Tensor | None:
+        """The chains whose state is recorded: all (None), or with a ladder the chain of each
+        replica set that is at the target temperature now."""
+        return None if self.ladder is None else self.ladder.chains_at(0)
+
+    def _synchronise(self, run: RunRecord) -> None:
         """The points where a run waits for the device (every _SYNC_EVERY steps, at progress
         updates and checkpoints): problems the moves flagged are raised, recorded draws are
         copied to the host. Steps in between never wait."""
@@ -311,7 +360,7 @@ class Sampler:
         if path is not None and not path.parent.is_dir():
             raise FileNotFoundError(f"checkpoint: folder {path.parent} does not exist")
         n_draws = n_steps // thin
-        run = _RunRecord.empty(self, n_draws, dict(n_steps=n_steps, warmup=warmup, thin=thin))
+        run = RunRecord.empty(self, n_draws, dict(n_steps=n_steps, warmup=warmup, thin=thin))
         if path is not None and self._checkpoint_file(path).exists():
             run = self._load_checkpoint(path, run)
 
@@ -320,7 +369,7 @@ class Sampler:
         bar.begin(run.done)
         self.steps_this_run = 0
         self.resumed_at = run.done
-        with _DeferredInterrupt() as interrupt:
+        with DeferredInterrupt() as interrupt:
             try:
                 while run.done < total:
                     in_warmup = run.done < warmup
@@ -333,7 +382,7 @@ class Sampler:
                         run.count(index, candidate.groups, accepted, self.target.n_groups)
                         taken = run.done - warmup + 1
                         if taken % thin == 0 and taken // thin <= n_draws:
-                            run.record(taken // thin - 1, self.state)
+                            run.record(taken // thin - 1, self.state, self._recorded_rows())
                     run.done += 1
                     self.steps_this_run += 1
                     if run.done % _SYNC_EVERY == 0:
@@ -400,9 +449,11 @@ class Sampler:
             "moves": [(type(m).__name__, m.name, m.weight) for m in self.moves],
             "dtype": str(self.target.dtype),
             "refresh_every": self.refresh_every,
+            "temperatures": None if self.ladder is None else self.ladder.temperatures,
+            "swap_every": self.swap_every,
         }
 
-    def _save_checkpoint(self, path: Path, run: _RunRecord) -> None:
+    def _save_checkpoint(self, path: Path, run: RunRecord) -> None:
         payload = {
             "format": _CHECKPOINT_FORMAT,
             "fingerprint": self._fingerprint(),
@@ -414,13 +465,14 @@ class Sampler:
                 for name in ("chi", "energy", "log_weight", "latent", "accepted")
             },
             "moves": [m.state_dict() for m in self.moves],
+            "ladder": None if self.ladder is None else self.ladder.state_dict(),
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         atomic_write(self._checkpoint_file(path), "wb", lambda file: file.write(buffer.getvalue()))
         run.saved_at = run.done
 
-    def _load_checkpoint(self, path: Path, fresh: _RunRecord) -> _RunRecord:
+    def _load_checkpoint(self, path: Path, fresh: RunRecord) -> RunRecord:
         source = self._checkpoint_file(path)
         try:
             payload = torch.load(source, map_location="cpu", weights_only=True)
@@ -451,225 +503,13 @@ class Sampler:
             getattr(self.state, name).copy_(value.to(self.device))
         for move, state in zip(self.moves, payload["moves"], strict=True):
             move.load_state_dict(state)
+        if self.ladder is not None:
+            self.ladder.load_state_dict(payload["ladder"])
         self.step = int(payload["step"])
         self._cache = self.target.cache_from_chi(self.state.chi)
         self._stuck = self._any_stuck()
         fresh.load_state_dict(payload["run"])
         return fresh
-
-
-class _RunRecord:
-    """What one run() accumulates: recorded draws, acceptance counts, steps done.
-
-    Counts of accepted proposals stay on the chains' device and recorded draws wait there until
-    :meth:`flush`, so that a step never waits for the device (issue: GPU runs without host
-    synchronisation between the sampler's synchronisation points).
-    """
-
-    def __init__(self) -> None:
-        self.plan: dict[str, int] = {}
-        self.done = 0
-        self.saved_at = -1
-        self.recorded = 0
-        self.chi = torch.empty(0)
-        self.energy = torch.empty(0)
-        self.proposed = np.zeros(0, dtype=np.int64)
-        self.accepted = torch.empty(0)
-        self.group_proposed = torch.empty(0)
-        self.group_accepted = torch.empty(0)
-        self.names: list[str] = []
-        # Warm-up decisions, counted for the progress line only (not part of the ensemble).
-        self.warmup_proposed = np.zeros(0, dtype=np.int64)
-        self.warmup_accepted = torch.empty(0)
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-
-    @classmethod
-    def empty(cls, sampler: Sampler, n_draws: int, plan: dict[str, int]) -> _RunRecord:
-        self = cls()
-        self.plan = plan
-        self.names = _unique_names([m.name for m in sampler.moves])
-        n, n_chi, groups = sampler.n_chains, sampler.target.n_chi, sampler.target.n_groups
-        n_moves, device = len(sampler.moves), sampler.device
-        self.chi = torch.empty(n_draws, n, n_chi, dtype=torch.float32)
-        self.energy = torch.empty(n_draws, n, dtype=torch.float64)
-        self.proposed = np.zeros(n_moves, dtype=np.int64)
-        self.accepted = torch.zeros(n_moves, dtype=torch.int64, device=device)
-        self.warmup_proposed = np.zeros(n_moves, dtype=np.int64)
-        self.warmup_accepted = torch.zeros(n_moves, dtype=torch.int64, device=device)
-        self.group_proposed = torch.zeros(n_moves, groups, dtype=torch.int64, device=device)
-        self.group_accepted = torch.zeros_like(self.group_proposed)
-        return self
-
-    def count(
-        self, index: int, groups: torch.Tensor | None, accepted: torch.Tensor, n_groups: int
-    ) -> None:
-        n = accepted.shape[0]
-        self.proposed[index] += n
-        self.accepted[index] += accepted.sum()
-        if groups is None:
-            self.group_proposed[index] += n
-            self.group_accepted[index] += accepted.sum()
-            return
-        # index_add with 0/1 weights instead of boolean indexing (no wait for the device).
-        valid = (groups >= 0).to(torch.int64).flatten()
-        rows = groups.clamp_min(0).flatten()
-        hits = accepted.to(torch.int64).unsqueeze(1).expand_as(groups).flatten() * valid
-        self.group_proposed[index].index_add_(0, rows, valid)
-        self.group_accepted[index].index_add_(0, rows, hits)
-
-    def count_warmup(self, index: int, accepted: torch.Tensor) -> None:
-        self.warmup_proposed[index] += accepted.shape[0]
-        self.warmup_accepted[index] += accepted.sum()
-
-    def record(self, draw: int, state: ChainState) -> None:
-        """Keep draw ``draw`` of the state (a device copy until :meth:`flush`)."""
-        self.pending.append((draw, state.chi.detach().clone(), state.energy.detach().clone()))
-        self.recorded = draw + 1
-
-    def flush(self) -> None:
-        """Copy the recorded draws kept on the device to the host arrays."""
-        for draw, chi, energy in self.pending:
-            self.chi[draw] = chi.to("cpu", torch.float32)
-            self.energy[draw] = energy.to("cpu", torch.float64)
-        self.pending.clear()
-
-    @staticmethod
-    def _rates(names: list[str], proposed: np.ndarray, accepted: torch.Tensor) -> dict[str, float]:
-        counts = accepted.cpu().numpy()
-        return {
-            name: (a / p if p else float("nan"))
-            for name, p, a in zip(names, proposed, counts, strict=True)
-        }
-
-    def acceptance(self) -> dict[str, float]:
-        return self._rates(self.names, self.proposed, self.accepted)
-
-    def progress_acceptance(self) -> dict[str, float]:
-        """Acceptance for the progress line: of the recorded steps once there are any, of the
-        warm-up before (NaN for a move not proposed yet)."""
-        if self.proposed.sum() > 0:
-            return self.acceptance()
-        return self._rates(self.names, self.warmup_proposed, self.warmup_accepted)
-
-    def state_dict(self) -> dict[str, Any]:
-        self.flush()
-        return {
-            "done": self.done,
-            "recorded": self.recorded,
-            "chi": self.chi[: self.recorded].clone(),
-            "energy": self.energy[: self.recorded].clone(),
-            "proposed": torch.from_numpy(self.proposed.copy()),
-            "accepted": self.accepted.cpu(),
-            "group_proposed": self.group_proposed.cpu(),
-            "group_accepted": self.group_accepted.cpu(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.done = int(state["done"])
-        self.recorded = int(state["recorded"])
-        self.chi[: self.recorded] = state["chi"]
-        self.energy[: self.recorded] = state["energy"]
-        self.proposed = state["proposed"].numpy().copy()
-        device = self.group_proposed.device
-        self.accepted = state["accepted"].to(device)
-        self.group_proposed = state["group_proposed"].to(device)
-        self.group_accepted = state["group_accepted"].to(device)
-        self.saved_at = self.done
-
-    def to_ensemble(self, sampler: Sampler) -> Ensemble:
-        target = sampler.target
-        group = target.group.cpu()
-        chi_names = []
-        for column in range(target.n_chi):
-            previous = int((group[:column] == group[column]).sum())
-            chi_names.append(f"{target.group_names[int(group[column])]} chi{previous + 1}")
-        meta = {
-            "seed": sampler.seed,
-            "n_chains": sampler.total_chains,
-            "moves": [
-                {"name": name, "type": type(m).__name__, "weight": m.weight}
-                for name, m in zip(self.names, sampler.moves, strict=True)
-            ],
-            **self.plan,
-            "first_step": sampler.step - self.done,
-        }
-        return Ensemble(
-            chi=self.chi[: self.recorded],
-            energy=self.energy[: self.recorded],
-            move_counts={
-                name: (int(p), int(a))
-                for name, p, a in zip(
-                    self.names, self.proposed, self.accepted.cpu().tolist(), strict=True
-                )
-            },
-            group_counts={
-                name: torch.stack([self.group_proposed[k], self.group_accepted[k]]).cpu()
-                for k, name in enumerate(self.names)
-            },
-            group_names=list(target.group_names),
-            chi_group=group,
-            chi_names=chi_names,
-            pi_periodic=target.pi_periodic.cpu(),
-            temperature=sampler.temperature,
-            meta=meta,
-            reference_pdb=_reference_pdb(target),
-        )
-
-
-class SamplingInterrupted(KeyboardInterrupt):
-    """A run stopped by a signal (Ctrl-C's SIGINT, a batch scheduler's SIGTERM, a closed
-    terminal's SIGHUP) after finishing its current step; the checkpoint, if any, was written.
-    A KeyboardInterrupt, so code that catches Ctrl-C catches every such stop."""
-
-    def __init__(self, signum: int, checkpoint: Path | None = None, done: int = 0, total: int = 0):
-        self.signum = signum
-        self.signal_name = signal.Signals(signum).name
-        self.checkpoint = checkpoint
-        self.done = done
-        self.total = total
-        where = f"; the run is saved in {checkpoint}" if checkpoint is not None else ""
-        super().__init__(f"interrupted by {self.signal_name} after step {done} of {total}{where}")
-
-    @property
-    def exit_status(self) -> int:
-        """The shell's convention for a process ended by this signal: 128 + its number."""
-        return 128 + self.signum
-
-
-#: Signals that stop a run cleanly (deferred to the end of the step); SIGHUP where it exists.
-_STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-class _DeferredInterrupt:
-    """Turns SIGINT, SIGTERM and SIGHUP into a flag checked between steps, so a step is never cut
-    in half (the state and the recorded draws stay consistent and the checkpoint resumes
-    bit-identically). A second signal of the same kind interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self) -> _DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            for signum in _STOP_SIGNALS:
-                self._previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum == signum:
-            raise SamplingInterrupted(signum)
-        self.signum = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def _all_reduce(tensor: torch.Tensor) -> None:
@@ -732,22 +572,3 @@ def _check_moves(moves: Sequence[Move]) -> list[Move]:
     if len({id(m) for m in moves}) != len(moves):
         raise ValueError("moves must not list the same Move object twice")
     return moves
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    out: list[str] = []
-    for name in names:
-        candidate, k = name, 2
-        while candidate in out:
-            candidate, k = f"{name}_{k}", k + 1
-        out.append(candidate)
-    return out
-
-
-def _reference_pdb(target: ChiTarget) -> str | None:
-    if not isinstance(target, ProteinTarget):
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        file = Path(folder) / "reference.pdb"
-        target.protein.to_pdb(file)
-        return file.read_text()

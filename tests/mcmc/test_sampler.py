@@ -40,6 +40,7 @@ from pyslice import (
     Sampler,
     UniformProposal,
 )
+from pyslice.mcmc.replicas import TemperatureLadder
 from pyslice.mcmc.sampler import BOLTZMANN_KJ_PER_MOL_K, SamplingInterrupted
 from pyslice.proposals import ProposalDraw
 
@@ -1140,3 +1141,87 @@ def test_compiled_backends_take_the_reference_sampler_s_decisions(monkeypatch) -
     reference = run()
     assert torch.equal(fast.chi, reference.chi)
     torch.testing.assert_close(fast.energy, reference.energy, rtol=1e-6, atol=1e-3)
+
+
+# ==================================================================== replica exchange
+
+
+LADDER = [T, 2.0 * T, 4.0 * T]
+
+
+class AlwaysSwap(TemperatureLadder):
+    """WRONG on purpose: neighbours always exchange temperatures (no Metropolis test)."""
+
+    def swap(self, energy, seed, step, parity):
+        super().swap(torch.zeros_like(energy), seed, step, parity)
+
+
+class FlippedSwap(TemperatureLadder):
+    """WRONG on purpose: the exchange criterion with the energy difference's sign flipped."""
+
+    def swap(self, energy, seed, step, parity):
+        super().swap(-energy, seed, step, parity)
+
+
+def _replica_run(wrong: type | None = None, n_sets: int = 6000, steps: int = 30):
+    target = FunctionTarget(torus_energy, 2, group=torch.tensor([0, 1]))
+    moves = [RandomWalk("chi", step_size=0.4, adapt=False),
+             Independence(UniformProposal(2, torch.tensor([0, 1])), block=1)]  # fmt: skip
+    init = torus_draws(n_sets * len(LADDER), seed=7)  # exact at T: the hot chains must relax
+    sampler = Sampler(target, n_chains=n_sets * len(LADDER), moves=moves, seed=5, init=init,
+                      temperatures=LADDER)  # fmt: skip
+    if wrong is not None:
+        ladder = wrong(LADDER, sampler.n_chains, 0, sampler.device)
+        sampler.ladder = ladder
+    ensemble = sampler.run(steps, warmup=steps, progress=False)
+    return sampler, ensemble
+
+
+def test_replica_exchange_samples_the_target_temperature_exactly() -> None:
+    sampler, ensemble = _replica_run()
+    assert ensemble.chi.shape == (30, 6000, 2)  # one chain per replica set, at T_1
+    rates = sampler.swap_rates
+    assert len(rates) == 2 and all(0.05 < r < 0.99 for r in rates), rates
+    assert ensemble.meta["temperatures"] == LADDER and ensemble.meta["swap_rates"] == rates
+    # each set holds one chain at each temperature, and the exchanges did move the labels
+    labels = sampler.ladder.label.view(-1, 3).sort(dim=1).values
+    assert torch.equal(labels, torch.arange(3).expand(6000, 3))
+    assert not torch.equal(sampler.ladder.label, torch.arange(3).repeat(6000))
+    p = chi_square_pvalue(ensemble.chi[-1].numpy(), TORUS_CELLS)
+    assert p > P_MIN, f"replica exchange: chi-square p = {p:.2e}"
+
+
+@pytest.mark.parametrize("wrong", [AlwaysSwap, FlippedSwap])
+def test_wrong_exchange_rules_fail_the_same_test(wrong: type) -> None:
+    _, ensemble = _replica_run(wrong)
+    p = chi_square_pvalue(ensemble.chi[-1].numpy(), TORUS_CELLS)
+    assert p < P_MIN, f"{wrong.__name__} passed (p = {p:.2e})"
+
+
+def test_replica_exchange_arguments_and_resume(tmp_path) -> None:
+    target = FunctionTarget(torus_energy, 2)
+    with pytest.raises(ValueError, match="multiple of len"):
+        Sampler(target, n_chains=7, temperatures=LADDER)
+    with pytest.raises(ValueError, match="increase strictly"):
+        Sampler(target, n_chains=6, temperatures=[300.0, 300.0])
+    with pytest.raises(ValueError, match="must be temperatures"):
+        Sampler(target, n_chains=6, temperature=310.0, temperatures=LADDER)
+    with pytest.raises(ValueError, match="ladder is fixed"):
+        Sampler(target, n_chains=6, temperatures=LADDER).temperature = 400.0
+
+    def make(energy) -> Sampler:
+        return Sampler(FunctionTarget(energy, 2), n_chains=9, seed=2, temperatures=LADDER,
+                       init="proposal")  # fmt: skip
+
+    reference = make(CountingEnergy())
+    expected = reference.run(20, warmup=4, progress=False)
+    path = tmp_path / "re.ckpt"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during step 12
+        make(CountingEnergy(interrupt_at=14)).run(
+            20, warmup=4, progress=False, checkpoint=path, checkpoint_every=5
+        )
+    resumed = make(CountingEnergy())
+    got = resumed.run(20, warmup=4, progress=False, checkpoint=path)
+    assert torch.equal(got.chi, expected.chi) and torch.equal(got.energy, expected.energy)
+    assert got.meta["swap_rates"] == expected.meta["swap_rates"]
+    assert torch.equal(resumed.ladder.label, reference.ladder.label)
