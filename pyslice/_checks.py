@@ -206,3 +206,22 @@ def describe_residue(residue: Any) -> str:
 def describe_atom(atom: Any) -> str:
     """'CA of chain A residue 45 LYS' for an ``openmm.app.Atom``."""
     return f"{atom.name} of {describe_residue(atom.residue)}"
+
+
+def check_device(name: str, value: object) -> torch.device:
+    """``value`` as a torch.device that exists on this machine: 'cpu', 'cuda' or 'cuda:N' with a
+    visible GPU; a clear error otherwise (torch's own is an AssertionError from deep inside)."""
+    try:
+        device = torch.device(value)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {device}: no CUDA device is available here (use 'cpu')")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name} {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    return device

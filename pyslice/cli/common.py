@@ -60,21 +60,12 @@ def default_device() -> str:
 
 def device_name(text: str) -> str:
     """An argparse type: a torch device that exists here ('cpu', 'cuda', 'cuda:1')."""
+    from pyslice import _checks
+
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"expected a device such as cpu, cuda or cuda:0, got {text!r}"
-        ) from None
-    if device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(
-                f"{text}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
+        _checks.check_device("device", text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("device ")) from None
     return text
 
 

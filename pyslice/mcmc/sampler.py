@@ -537,7 +537,7 @@ def _make_target(protein: Any, energy: Any, device: torch.device | str | None) -
     if protein.n_chi == 0:
         raise ValueError("protein has no movable chi angles: nothing to sample")
     if device is not None:
-        device = _available_device(device)
+        device = _checks.check_device("device", device)
     if energy is None:
         from pyslice.energy.forcefield import ForceFieldEnergy
 
@@ -545,19 +545,6 @@ def _make_target(protein: Any, energy: Any, device: torch.device | str | None) -
     elif device is not None and torch.device(device) != energy.device:
         raise ValueError(f"device {device} differs from the energy's device {energy.device}")
     return ProteinTarget(protein, energy)
-
-
-def _available_device(device: torch.device | str) -> torch.device:
-    """``device`` as a torch.device that exists here (a clear error for cuda without a GPU)."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: no CUDA device is available here (use 'cpu')")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
 
 
 def _check_moves(moves: Sequence[Move]) -> list[Move]:

@@ -171,7 +171,7 @@ def test_sample_bad_inputs_exit_2_with_one_line(argv, message, tmp_path) -> None
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--device", "banana"], "--device: expected a device"),
+        (["--device", "banana"], "--device: must be 'cpu', 'cuda' or 'cuda:N'"),
         (["--steps", "0"], "--steps: expected a whole number >= 1, got 0"),
         (["--chains", "abc"], "--chains: expected a whole number >= 1, got 'abc'"),
         (["--seed", "-3"], "--seed: expected a whole number >= 0"),
