@@ -3,16 +3,21 @@
 Triton kernels run on CPU tensors under TRITON_INTERPRET=1. It must be in the environment before
 Triton is imported, so it is set here (before any test module imports pyslice.kernels) on machines
 without a GPU; on a GPU machine the same tests run the compiled kernels on CUDA tensors.
+OpenMP threads wait passively, as under the pyslice command (see pyslice/__init__.py): set before
+torch loads its OpenMP runtime.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import NamedTuple
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
